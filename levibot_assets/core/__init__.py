@@ -1,0 +1,1 @@
+"""Framework-free logic: data sources, features, training, evaluation, releases. Never imports dagster."""

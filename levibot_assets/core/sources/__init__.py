@@ -1,0 +1,1 @@
+"""Market-data sources. Each returns one UTC day of bars in the contract of core.ohlcv."""

@@ -1,0 +1,134 @@
+"""Every knob of the pipeline in one typed place, read from environment variables.
+
+The README's table of environment variables documents exactly the fields below.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+SOURCES = ("synthetic", "ccxt", "files")
+SELECT_METRICS = ("auc", "accuracy", "log_loss", "brier", "sharpe")
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+def validate_symbol(symbol: str) -> str:
+    """Symbols are exchange ids like BTCUSDT: they become file names and Dagster partition keys."""
+    if not _SYMBOL_RE.fullmatch(symbol or ""):
+        raise SettingsError(
+            f"invalid symbol {symbol!r}: use exchange ids of 2-20 upper-case letters/digits such as "
+            "BTCUSDT (no '/', '|', ',', '[', ']', '..', whitespace or lower case)"
+        )
+    return symbol
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "./data"
+    start_date: dt.date = dt.date(2025, 10, 1)
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    source: str = "synthetic"
+    exchange: str = "binance"
+    exchange_api_key: str | None = field(default=None, repr=False)
+    exchange_secret: str | None = field(default=None, repr=False)
+    files_dir: str | None = None
+    label_horizon: int = 15
+    train_days: int = 14
+    optuna_trials: int = 32
+    optuna_storage: str | None = field(default=None, repr=False)
+    tft_max_minutes: float = 5.0
+    fee_bps: float = 10.0
+    select_metric: str = "auc"
+    promote_margin: float = 0.0
+    psi_warn: float = 0.25
+    alert_webhook: str | None = field(default=None, repr=False)
+    threads: int = 2
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() != "" else None
+
+        def number(name: str, default, kind, minimum=None, maximum=None):
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+                raise SettingsError(f"{name}={raw!r} must be within [{minimum}, {maximum}]")
+            return value
+
+        start_raw = get("LEVIBOT_START_DATE")
+        try:
+            start_date = dt.date.fromisoformat(start_raw) if start_raw else d.start_date
+        except ValueError:
+            raise SettingsError(f"LEVIBOT_START_DATE={start_raw!r} is not a YYYY-MM-DD date") from None
+
+        symbols_raw = get("LEVIBOT_SYMBOLS")
+        if symbols_raw is None:
+            symbols = d.symbols
+        else:
+            symbols = tuple(s.strip() for s in symbols_raw.split(","))
+            for s in symbols:
+                try:
+                    validate_symbol(s)
+                except SettingsError as exc:
+                    raise SettingsError(f"LEVIBOT_SYMBOLS: {exc}") from None
+            if len(set(symbols)) != len(symbols):
+                raise SettingsError(f"LEVIBOT_SYMBOLS={symbols_raw!r} lists a symbol twice")
+
+        source = (get("LEVIBOT_SOURCE") or d.source).lower()
+        if source not in SOURCES:
+            raise SettingsError(f"LEVIBOT_SOURCE={source!r} must be one of {', '.join(SOURCES)}")
+        files_dir = get("LEVIBOT_FILES_DIR")
+        if source == "files" and not files_dir:
+            raise SettingsError("LEVIBOT_SOURCE=files needs LEVIBOT_FILES_DIR (a directory of kline dumps)")
+
+        select_metric = (get("LEVIBOT_SELECT_METRIC") or d.select_metric).lower()
+        if select_metric not in SELECT_METRICS:
+            raise SettingsError(
+                f"LEVIBOT_SELECT_METRIC={select_metric!r} must be one of {', '.join(SELECT_METRICS)}"
+            )
+
+        return cls(
+            data_dir=get("LEVIBOT_DATA_DIR") or d.data_dir,
+            start_date=start_date,
+            symbols=symbols,
+            source=source,
+            exchange=(get("LEVIBOT_EXCHANGE") or d.exchange).lower(),
+            exchange_api_key=get("LEVIBOT_EXCHANGE_API_KEY"),
+            exchange_secret=get("LEVIBOT_EXCHANGE_SECRET"),
+            files_dir=files_dir,
+            label_horizon=number("LEVIBOT_LABEL_HORIZON", d.label_horizon, int, 1, 240),
+            train_days=number("LEVIBOT_TRAIN_DAYS", d.train_days, int, 2, 365),
+            optuna_trials=number("LEVIBOT_OPTUNA_TRIALS", d.optuna_trials, int, 1, 10_000),
+            optuna_storage=get("LEVIBOT_OPTUNA_STORAGE"),
+            tft_max_minutes=number("LEVIBOT_TFT_MAX_MINUTES", d.tft_max_minutes, float, 0.05, 24 * 60),
+            fee_bps=number("LEVIBOT_FEE_BPS", d.fee_bps, float, 0.0, 1000.0),
+            select_metric=select_metric,
+            promote_margin=number("LEVIBOT_PROMOTE_MARGIN", d.promote_margin, float, -1.0, 1.0),
+            psi_warn=number("LEVIBOT_PSI_WARN", d.psi_warn, float, 0.0, 100.0),
+            alert_webhook=get("LEVIBOT_ALERT_WEBHOOK"),
+            threads=number("LEVIBOT_THREADS", d.threads, int, 1, 256),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (Dagster definitions are built from them at import)."""
+    return Settings.from_env()
