@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers around core/: read partition + config, call core, attach metadata."""

@@ -1,0 +1,1 @@
+"""Dagster resources: storage, market data, IO managers, alerting."""

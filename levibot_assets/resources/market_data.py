@@ -1,0 +1,49 @@
+"""The market-data resource: one UTC day of 1-minute candles from the configured source."""
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from levibot_assets.settings import SOURCES, get_settings
+
+
+class MarketDataResource(dg.ConfigurableResource):
+    """Chooses between the synthetic, ccxt and files sources (LEVIBOT_SOURCE).
+
+    Exchange keys are not fields of this resource: they are read from the environment when a
+    client is built, so they never show in the UI, run config or logs.
+    """
+
+    source: str = "synthetic"
+    exchange: str = "binance"
+    files_dir: str | None = None
+
+    def describe(self) -> str:
+        if self.source == "ccxt":
+            return f"ccxt:{self.exchange}"
+        if self.source == "files":
+            return f"files:{self.files_dir}"
+        return self.source
+
+    def fetch_day(self, symbol: str, date: dt.date) -> pd.DataFrame:
+        if self.source == "synthetic":
+            from levibot_assets.core.sources.synthetic import synthetic_day
+
+            return synthetic_day(symbol, date)
+        if self.source == "ccxt":
+            from levibot_assets.core.sources.exchange import CcxtOhlcvClient
+
+            settings = get_settings()
+            client = CcxtOhlcvClient(
+                exchange_id=self.exchange, api_key=settings.exchange_api_key, secret=settings.exchange_secret
+            )
+            return client.fetch_day(symbol, date)
+        if self.source == "files":
+            from levibot_assets.core.sources.files import files_day
+
+            if not self.files_dir:
+                raise ValueError("the files source needs files_dir (LEVIBOT_FILES_DIR)")
+            return files_day(self.files_dir, symbol, date)
+        raise ValueError(f"unknown market-data source {self.source!r}; use one of {', '.join(SOURCES)}")
