@@ -4,9 +4,15 @@ from __future__ import annotations
 import dagster as dg
 
 from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets.assets.models import lgbm_model
+from levibot_assets.jobs import rollback_job
+from levibot_assets.resources.alerts import AlertResource
 from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
 from levibot_assets.resources.market_data import MarketDataResource
+from levibot_assets.resources.release_io_manager import ReleaseIOManager
 from levibot_assets.resources.storage import StorageResource
+from levibot_assets.schedules import nightly_job, nightly_schedule
+from levibot_assets.sensors import asset_check_alerts, run_failure_alerts
 from levibot_assets.settings import get_settings
 
 
@@ -21,12 +27,17 @@ def build_resources(settings=None) -> dict:
         ),
         "parquet_io_manager": ParquetIOManager(storage=storage),
         "model_io_manager": ModelIOManager(storage=storage),
+        "release_io_manager": ReleaseIOManager(storage=storage),
+        "alerts": AlertResource(data_dir=settings.data_dir, webhook_url=settings.alert_webhook),
     }
 
 
-ASSETS = [raw_ohlcv, features]
+ASSETS = [raw_ohlcv, features, lgbm_model]
 
 defs = dg.Definitions(
     assets=ASSETS,
+    jobs=[nightly_job, rollback_job],
+    schedules=[nightly_schedule],
+    sensors=[asset_check_alerts, run_failure_alerts],
     resources=build_resources(),
 )

@@ -6,6 +6,7 @@ No `from __future__ import annotations` here: Dagster inspects the context type 
 import dagster as dg
 import pandas as pd
 
+from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_check_results, raw_ohlcv_check_results
 from levibot_assets.core import ohlcv
 from levibot_assets.core.features import LABEL_COLUMN, compute_features, training_rows
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, warmup_mapping
@@ -45,13 +46,14 @@ def _time_range(frame: pd.DataFrame) -> dict:
     pool="exchange",
     group_name="market_data",
     kinds={"pandas", "parquet"},
+    check_specs=RAW_OHLCV_CHECKS,
 )
-def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource) -> dg.Output[pd.DataFrame]:
+def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource):
     """The partition's UTC day of 1-minute candles, as the source delivered them (gaps stay gaps)."""
     date, symbol = partition_date_symbol(context)
     bars = market_data.fetch_day(symbol, date)
     context.log.info(f"{symbol} {date}: {len(bars)} bars from {market_data.describe()}")
-    return dg.Output(
+    yield dg.Output(
         bars,
         metadata={
             "source": dg.MetadataValue.text(market_data.describe()),
@@ -61,6 +63,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
             **_gap_metadata(bars, date),
         },
     )
+    yield from raw_ohlcv_check_results(bars, date)
 
 
 @dg.asset(
@@ -69,8 +72,9 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     ins={"raw_ohlcv": dg.AssetIn(partition_mapping=warmup_mapping(), metadata=WINDOW_INPUT)},
     group_name="features",
     kinds={"pandas", "parquet"},
+    check_specs=FEATURES_CHECKS,
 )
-def features(context: dg.AssetExecutionContext, raw_ohlcv: dict[str, pd.DataFrame]) -> dg.Output[pd.DataFrame]:
+def features(context: dg.AssetExecutionContext, raw_ohlcv: dict[str, pd.DataFrame]):
     """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
     date, symbol = partition_date_symbol(context)
     horizon = get_settings().label_horizon
@@ -81,7 +85,7 @@ def features(context: dg.AssetExecutionContext, raw_ohlcv: dict[str, pd.DataFram
         context.log.warning(f"no raw_ohlcv for the day before {date}: indicators start cold (NaN warm-up rows)")
     frame = compute_features(pd.concat(raw_ohlcv.values(), ignore_index=True), date, horizon)
     usable = training_rows(frame)
-    return dg.Output(
+    yield dg.Output(
         frame,
         metadata={
             "label_horizon_bars": dg.MetadataValue.int(horizon),
@@ -91,3 +95,4 @@ def features(context: dg.AssetExecutionContext, raw_ohlcv: dict[str, pd.DataFram
             **_time_range(frame),
         },
     )
+    yield from features_check_results(frame)

@@ -29,8 +29,19 @@ class DataLayout:
         """Dated parquet file of a tabular asset partition."""
         return self.root / asset / _date_str(date) / f"{symbol}.parquet"
 
+    def table_dates(self, asset: str, symbol: str) -> list[str]:
+        """Dates (YYYY-MM-DD, oldest first) that have a stored partition of `asset` for `symbol`."""
+        base = self.root / asset
+        if not base.is_dir():
+            return []
+        return sorted(d.name for d in base.iterdir() if (d / f"{symbol}.parquet").is_file())
+
     def model_dir(self, date: dt.date | str, symbol: str) -> Path:
         return self.root / "models" / _date_str(date) / symbol
+
+    def model_plot(self, date: dt.date | str, symbol: str, model_type: str) -> Path:
+        """The evaluation PNG written beside a partition's model."""
+        return self.model_dir(date, symbol) / f"{model_type}_evaluation.png"
 
     @property
     def releases_dir(self) -> Path:
@@ -46,8 +57,16 @@ class DataLayout:
     def release_history(self) -> Path:
         return self.releases_dir / "history.jsonl"
 
+    def release_staging_dir(self, date: dt.date | str, symbol: str, token: str) -> Path:
+        """Where a release is assembled before one rename puts it at release_dir (same filesystem)."""
+        return self.releases_dir / _date_str(date) / f".{symbol}.staging-{token}"
+
+    @property
+    def current_dir(self) -> Path:
+        return self.root / "current"
+
     def current_link(self, symbol: str) -> Path:
-        return self.root / "current" / symbol
+        return self.current_dir / symbol
 
     def best_link(self, model_type: str, suffix: str) -> Path:
         return self.root / f"best_{model_type}{suffix}"
@@ -59,3 +78,7 @@ class DataLayout:
     @property
     def locks_dir(self) -> Path:
         return self.root / ".locks"
+
+    def lock_file(self, name: str) -> Path:
+        """An fcntl.flock lock file shared by processes writing the same thing (e.g. `summary-<date>`)."""
+        return self.locks_dir / f"{name}.lock"

@@ -1,0 +1,116 @@
+"""Model assets: each trains on the trailing feature window and is scored on its own date (the test day).
+
+Every model asset is `train_and_evaluate(...)` plus a fit function: the window is split into
+purged training rows and test-day rows (core.dataset), the model is fitted on the training rows
+only, then it and the baselines are scored on the same test rows (core.evaluation). The scores
+go into TrainedModel.metrics (stored as JSON beside the model) and into Dagster metadata.
+
+No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
+"""
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import dagster as dg
+import pandas as pd
+
+from levibot_assets.core.atomic import atomic_write_bytes
+from levibot_assets.core.dataset import TrainTest, align_to_rows, split_window
+from levibot_assets.core.evaluation import Evaluation, evaluate_models
+from levibot_assets.core.lgbm import train_lgbm
+from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.plots import evaluation_png
+from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
+from levibot_assets.resources.io_managers import WINDOW_INPUT
+from levibot_assets.resources.storage import StorageResource
+from levibot_assets.settings import Settings, get_settings
+
+HEADLINE_SCORES = ("auc", "accuracy", "log_loss", "brier", "sharpe")
+HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials")
+
+
+@dataclass
+class Fitted:
+    """What a fit function hands back: the model, training facts, and optional feature importance."""
+
+    model: Classifier
+    facts: dict[str, Any]
+    importance: Mapping[str, float] | None = None
+
+
+FitFunction = Callable[[TrainTest, Settings, Callable[[str], None], str], Fitted]
+
+
+def features_window_in() -> dict[str, dg.AssetIn]:
+    """The trailing LEVIBOT_TRAIN_DAYS days of features (test day included), loaded as {date: frame}."""
+    mapping = training_window_mapping(get_settings().train_days)
+    return {"features": dg.AssetIn(partition_mapping=mapping, metadata=WINDOW_INPUT)}
+
+
+def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes, plot_path) -> dict:
+    scores = evaluation.scores[model_type]
+    best_name, best_auc = evaluation.best_baseline("auc")
+    meta: dict[str, Any] = {name: dg.MetadataValue.float(float(scores[name])) for name in HEADLINE_SCORES}
+    meta["n_trades"] = dg.MetadataValue.int(int(scores["n_trades"]))
+    meta["best_baseline_auc"] = dg.MetadataValue.float(float(best_auc))
+    meta["best_baseline"] = dg.MetadataValue.text(best_name)
+    for name in HEADLINE_FACTS:
+        if name in facts:
+            value = facts[name]
+            meta[name] = dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(float(value))
+    meta["test_rows"] = dg.MetadataValue.int(evaluation.facts["n_test_rows"])
+    meta["train_rows"] = dg.MetadataValue.int(evaluation.facts["n_train_rows"])
+    meta["comparison"] = dg.MetadataValue.md(evaluation.markdown_table())
+    meta["plot"] = dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(png).decode()})")
+    meta["plot_path"] = dg.MetadataValue.path(str(plot_path))
+    return meta
+
+
+def train_and_evaluate(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    features: Mapping[str, pd.DataFrame],
+    model_type: str,
+    fit: FitFunction,
+) -> dg.Output:
+    """Split the window, fit on the training rows, score on the test day, attach metadata."""
+    settings = get_settings()
+    date, symbol = partition_date_symbol(context)
+    data = split_window(features, date, settings.label_horizon)
+    context.log.info(
+        f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
+        f"{len(data.test)} test rows"
+    )
+    fitted = fit(data, settings, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
+    proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
+    evaluation = evaluate_models(data.test, {model_type: proba}, data.train, settings)
+    png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
+    plot_path = atomic_write_bytes(storage.layout.model_plot(date, symbol, model_type), png)
+    metrics = {
+        "model_type": model_type,
+        "symbol": symbol,
+        "test_date": date.isoformat(),
+        "train_days": sorted(d for d in features if d < date.isoformat()),
+        **fitted.facts,
+        "evaluation": evaluation.as_dict(),
+    }
+    context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
+    return dg.Output(TrainedModel(model=fitted.model, metrics=metrics), metadata=_metadata(evaluation, model_type, fitted.facts, png, plot_path))
+
+
+def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
+    training = train_lgbm(data.train, settings, study_name=study_name, progress=progress)
+    return Fitted(model=training.model, facts=training.facts(), importance=training.model.feature_importance())
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    ins=features_window_in(),
+    io_manager_key="model_io_manager",
+    group_name="models",
+    kinds={"lightgbm", "optuna"},
+)
+def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]) -> dg.Output[TrainedModel]:
+    """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
+    return train_and_evaluate(context, storage, features, "lgbm", _fit_lgbm)

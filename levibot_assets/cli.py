@@ -1,0 +1,137 @@
+"""The `levibot` command. Each subcommand is a small function registered with @command below.
+
+    levibot releases [--symbol S]                       list releases, '*' marks the one in service
+    levibot rollback --symbol S --to previous|DATE      put another release in service (hash-checked)
+    levibot predict --symbol S                          P(up) of the model in service for the latest bar
+
+Every subcommand takes --data-dir (default LEVIBOT_DATA_DIR). Errors print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.release import ReleaseError, list_releases, rollback
+from levibot_assets.settings import SettingsError, get_settings, validate_symbol
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None):
+    """Register `levibot <name>`: `arguments` adds its options, the decorated function runs it."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = Command(name, help, arguments, run)
+        return run
+
+    return register
+
+
+def _layout(args: argparse.Namespace) -> DataLayout:
+    return DataLayout(args.data_dir or get_settings().data_dir)
+
+
+def _symbol(text: str) -> str:
+    try:
+        return validate_symbol(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _symbol_option(required: bool) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--symbol", required=required, type=_symbol, help="exchange id, e.g. BTCUSDT")
+
+    return add
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+@command("releases", "list releases with their scores; '*' marks the one in service", _symbol_option(False))
+def releases(args: argparse.Namespace) -> int:
+    rows = list_releases(_layout(args), args.symbol)
+    if not rows:
+        print(f"no releases{' for ' + args.symbol if args.symbol else ''} under {_layout(args).releases_dir}")
+        return 0
+    print(f"{'':1} {'symbol':10} {'date':10} {'model':5} {'metric':8} {'score':>7} {'champion':>8} {'baseline':>8}")
+    for r in rows:
+        if r.error:
+            print(f"{'*' if r.current else ' '} {r.symbol:10} {r.date:10} DAMAGED: {r.error}")
+            continue
+        print(
+            f"{'*' if r.current else ' '} {r.symbol:10} {r.date:10} {r.model_type:5} {r.select_metric or '-':8} "
+            f"{_fmt(r.score):>7} {_fmt(r.champion_score):>8} {_fmt(r.baseline_score):>8}"
+        )
+    return 0
+
+
+def _rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    _symbol_option(True)(parser)
+    parser.add_argument("--to", required=True, help="'previous' or the YYYY-MM-DD of a release")
+
+
+@command("rollback", "put an earlier (or later) release of a symbol in service", _rollback_arguments)
+def rollback_command(args: argparse.Namespace) -> int:
+    event = rollback(_layout(args), args.symbol, args.to)
+    print(f"{event['symbol']}: now serving {event['release']} (was {event['previous'] or 'none'})")
+    return 0
+
+
+@command("predict", "P(up) of the model in service for the latest stored bar", _symbol_option(True))
+def predict(args: argparse.Namespace) -> int:
+    from levibot_assets.serving import ServedModel  # imports the model code only when predicting
+
+    layout = _layout(args)
+    dates = layout.table_dates("features", args.symbol)
+    if not dates:
+        raise ReleaseError(f"no features stored for {args.symbol} under {layout.root}: materialize features first")
+    frame = pd.concat([pd.read_parquet(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
+    served = ServedModel(layout, args.symbol)
+    p_up = float(served.predict_proba(frame)[-1])
+    bar = frame["timestamp"].iloc[-1]
+    horizon = get_settings().label_horizon
+    print(
+        f"{args.symbol} bar {bar}: P(up over the next {horizon} bars) = {p_up:.4f} "
+        f"(release {served.release_date}, {served.model_type})"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="levibot", description="LeviBot releases, rollback and serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p.add_argument("--data-dir", help="data directory (default: LEVIBOT_DATA_DIR or ./data)")
+        cmd.arguments(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ReleaseError, SettingsError, FileNotFoundError) as exc:
+        print(f"levibot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Alerts: every alert is appended to alerts.jsonl first (never lost), then POSTed to a webhook.
+
+The webhook receives a Slack-compatible payload {"text": ...}. Delivery retries with exponential
+backoff and never raises: a broken endpoint must not break the sensor that reports a failure. The
+webhook URL often embeds a secret token, so logs only ever show scheme://host/... .
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = ("ERROR", "WARN")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One thing a person should look at: a failed check or a failed run."""
+
+    kind: str  # "asset_check" or "run_failure"
+    severity: str  # "ERROR" or "WARN"
+    title: str
+    details: str = ""
+    run_id: str | None = None
+    asset: str | None = None
+    partition: str | None = None
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"alert severity {self.severity!r} must be one of {', '.join(SEVERITIES)}")
+
+    @property
+    def text(self) -> str:
+        """The message a chat channel shows."""
+        where = " ".join(p for p in (self.asset, f"[{self.partition}]" if self.partition else None) if p)
+        head = f"[LeviBot {self.severity}] {self.title}" + (f" - {where}" if where else "")
+        tail = f"\n{self.details}" if self.details else ""
+        run = f"\nrun {self.run_id}" if self.run_id else ""
+        return head + tail + run
+
+
+def redact_url(url: str) -> str:
+    """scheme://host/... : enough to know which endpoint, never the path or token."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme or '?'}://{host}/..."
+
+
+def append_alert(path: Path, alert: Alert) -> None:
+    """Append one JSON line under an exclusive lock, flushed to disk before returning.
+
+    O_APPEND plus one write() of a whole line keeps concurrent writers from interleaving; the
+    flock also serialises writers on filesystems where appends are not atomic (NFS).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps({**asdict(alert), "text": alert.text}, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def read_alerts(path: Path) -> list[dict[str, Any]]:
+    """All alerts recorded so far (empty when none was ever sent)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def post_webhook(url: str, text: str, retries: int = 3, backoff_s: float = 0.5, timeout_s: float = 5.0) -> bool:
+    """POST {"text": text}; True once a 2xx answer came back, False after the last failed try."""
+    body = json.dumps({"text": text}).encode("utf-8")
+    target = redact_url(url)
+    for attempt in range(1, retries + 1):
+        try:
+            request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                if 200 <= response.status < 300:
+                    return True
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except urllib.error.URLError as exc:  # str(exc) may quote the URL: log only the cause's type
+            reason = f"URLError({type(exc.reason).__name__})"
+        except (OSError, ValueError) as exc:
+            reason = type(exc).__name__
+        log.warning("alert webhook %s failed (try %d/%d): %s", target, attempt, retries, reason)
+        if attempt < retries:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    return False
+
+
+def send_alert(alerts_file: Path, alert: Alert, webhook_url: str | None = None, **post_options) -> bool:
+    """Record the alert, then deliver it to the webhook if one is configured; True if delivered."""
+    append_alert(alerts_file, alert)
+    if not webhook_url:
+        return False
+    return post_webhook(webhook_url, alert.text, **post_options)

@@ -1,0 +1,92 @@
+"""Turn a trailing window of daily feature frames into purged training rows and test-day rows.
+
+The window is {'YYYY-MM-DD': features frame} (missing days omitted) ending at the test date. The
+test date's rows are scored; every earlier day trains, minus the rows purged before the test day
+(core.splits.purge_gap). Bad windows are refused with an error naming the problem.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from levibot_assets.core.features import LABEL_AVAILABLE_COLUMN, LABEL_COLUMN, training_rows
+from levibot_assets.core.ohlcv import day_start
+from levibot_assets.core.splits import purged_before
+
+MIN_TRAIN_ROWS = 1000
+MIN_TEST_ROWS = 100
+
+
+class DatasetError(ValueError):
+    """The feature window cannot give an honest train/test split (message says why)."""
+
+
+@dataclass(frozen=True)
+class TrainTest:
+    """Rows to train on, rows to score, and the unfiltered frames that end on the test day.
+
+    `context` holds the day before the test day and the test day itself, every row, so models
+    that need history (TFT) can predict the test rows from it; align by timestamp.
+    """
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    context: pd.DataFrame
+    test_date: dt.date
+
+
+def _check_labels(frame: pd.DataFrame, day: str) -> None:
+    known = frame.loc[frame[LABEL_AVAILABLE_COLUMN].astype(bool), LABEL_COLUMN]
+    if known.isna().any():
+        raise DatasetError(f"features of {day}: {int(known.isna().sum())} rows marked label_available have a NaN label")
+    if not known.isin([0.0, 1.0]).all():
+        raise DatasetError(f"features of {day}: labels must be 0 or 1")
+
+
+def _classes(rows: pd.DataFrame, what: str) -> None:
+    present = set(np.unique(rows[LABEL_COLUMN].to_numpy()))
+    if len(present) < 2:
+        raise DatasetError(f"{what} rows hold a single class ({sorted(present)}): a classifier cannot be trained or scored")
+
+
+def split_window(
+    window: Mapping[str, pd.DataFrame],
+    test_date: dt.date,
+    horizon: int,
+    min_train_rows: int = MIN_TRAIN_ROWS,
+    min_test_rows: int = MIN_TEST_ROWS,
+) -> TrainTest:
+    """Training rows from the days before `test_date` (purged), test rows from `test_date`."""
+    key = test_date.isoformat()
+    if key not in window:
+        raise DatasetError(f"the test day {key} is missing from the feature window (days present: {sorted(window)})")
+    later = [d for d in window if d > key]
+    if later:
+        raise DatasetError(f"the feature window holds days after the test day {key}: {later}")
+    for day, frame in window.items():
+        _check_labels(frame, day)
+    train_days = [window[d] for d in sorted(window) if d < key and len(window[d])]
+    if not train_days:
+        raise DatasetError(f"no training days before {key} in the feature window")
+    train = training_rows(pd.concat(train_days, ignore_index=True).sort_values("timestamp", ignore_index=True))
+    train = train.loc[purged_before(train["timestamp"], day_start(test_date), horizon)].reset_index(drop=True)
+    test = training_rows(window[key])
+    if len(train) < min_train_rows:
+        raise DatasetError(f"too few training rows before {key}: {len(train)} < {min_train_rows}")
+    if len(test) < min_test_rows:
+        raise DatasetError(f"too few test rows on {key}: {len(test)} < {min_test_rows}")
+    _classes(train, "training")
+    _classes(test, f"test-day ({key})")
+    previous = (test_date - dt.timedelta(days=1)).isoformat()
+    context = pd.concat([window[d] for d in (previous, key) if d in window], ignore_index=True)
+    return TrainTest(train=train, test=test, context=context.sort_values("timestamp", ignore_index=True), test_date=test_date)
+
+
+def align_to_rows(context: pd.DataFrame, proba: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    """Pick the probabilities predicted on `context` for the timestamps of `rows` (NaN if absent)."""
+    by_time = pd.Series(np.asarray(proba, dtype="float64"), index=pd.DatetimeIndex(context["timestamp"]))
+    return by_time.reindex(pd.DatetimeIndex(rows["timestamp"])).to_numpy()

@@ -1,0 +1,30 @@
+"""The alerting resource: where alerts are recorded (alerts.jsonl) and the webhook they go to."""
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from levibot_assets.core.alerts import Alert, send_alert
+from levibot_assets.core.layout import DataLayout
+
+
+class AlertResource(dg.ConfigurableResource):
+    """Records every alert under the data directory and POSTs it to LEVIBOT_ALERT_WEBHOOK if set."""
+
+    data_dir: str
+    webhook_url: Optional[str] = None
+    retries: int = 3
+    backoff_s: float = 0.5
+    timeout_s: float = 5.0
+
+    def send(self, alert: Alert) -> bool:
+        """True when the webhook accepted it; the alerts file gets it either way."""
+        return send_alert(
+            DataLayout(self.data_dir).alerts_file,
+            alert,
+            self.webhook_url,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            timeout_s=self.timeout_s,
+        )

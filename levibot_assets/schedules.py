@@ -1,0 +1,76 @@
+"""The nightly schedule: at 03:00 UTC, the whole graph for yesterday, one run per symbol.
+
+A model trains on the trailing `train_days` days of features. On a fresh install (or after an
+outage) some of those days were never materialized, so before each symbol's nightly run the
+schedule first requests one raw_ohlcv+features run per missing window day, oldest first. The
+runs of a symbol carry the tag `levibot/symbol`; dagster.yaml limits that tag to one run at a
+time per value, so a symbol's runs execute in the order requested and the model run finds its
+window complete. When nothing is missing this is exactly one run per symbol for yesterday.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from levibot_assets.partitions import PARTITIONS, partition_key
+from levibot_assets.settings import get_settings
+
+SYMBOL_TAG = "levibot/symbol"
+RAW, FEATURES = dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")
+
+nightly_job = dg.define_asset_job(
+    "nightly",
+    selection=dg.AssetSelection.all(),
+    partitions_def=PARTITIONS,
+    description="raw_ohlcv -> features -> models -> best_release for one (date, symbol).",
+)
+
+
+def window_days(date: dt.date, train_days: int, start_date: dt.date) -> list[dt.date]:
+    """The training days before `date` that partitions exist for, oldest first."""
+    days = [date - dt.timedelta(days=k) for k in range(train_days - 1, 0, -1)]
+    return [d for d in days if d >= start_date]
+
+
+def nightly_requests(
+    date: dt.date, train_days: int, materialized: dict[dg.AssetKey, set[str]]
+) -> list[dg.RunRequest]:
+    """Per symbol: fill runs for missing window days (oldest first), then the full-graph run.
+
+    `materialized` holds the materialized partition keys of raw_ohlcv and features.
+    """
+    start_date = PARTITIONS.get_partitions_def_for_dimension("date").start.date()
+    requests = []
+    for symbol in PARTITIONS.get_partitions_def_for_dimension("symbol").get_partition_keys():
+        for day in window_days(date, train_days, start_date):
+            key = partition_key(day, symbol)
+            if str(key) not in materialized.get(FEATURES, set()):
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{date}:window:{key}",
+                        partition_key=key,
+                        asset_selection=[FEATURES] if str(key) in materialized.get(RAW, set()) else [RAW, FEATURES],
+                        tags={SYMBOL_TAG: symbol, "levibot/purpose": "training-window"},
+                    )
+                )
+        key = partition_key(date, symbol)
+        requests.append(dg.RunRequest(run_key=f"{date}:nightly:{key}", partition_key=key, tags={SYMBOL_TAG: symbol}))
+    return requests
+
+
+@dg.schedule(
+    job=nightly_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="03:00 UTC: yesterday's partition of every symbol, after any missing training-window days.",
+)
+def nightly_schedule(context: dg.ScheduleEvaluationContext):
+    date = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+    if date.isoformat() not in PARTITIONS.get_partitions_def_for_dimension("date").get_partition_keys(
+        current_time=context.scheduled_execution_time
+    ):
+        return dg.SkipReason(f"{date} is not a date partition (before LEVIBOT_START_DATE?)")
+    materialized = {key: {str(k) for k in context.instance.get_materialized_partitions(key)} for key in (RAW, FEATURES)}
+    return nightly_requests(date, get_settings().train_days, materialized)

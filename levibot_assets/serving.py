@@ -1,0 +1,92 @@
+"""Serving: the model in service for a symbol, following current/<SYMBOL> without a restart.
+
+    model = load_current("BTCUSDT")          # verifies manifest hashes, then loads
+    p_up = model.predict_proba(features)     # per call: one os.readlink; reload if the link moved
+
+A release is loaded only from bytes whose sha256 matched its manifest (core.release.load_release).
+If the link moves to a release that fails verification or loading, the loader keeps answering with
+the model it has, records the problem in `last_error`, and does not retry that same target.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.model_api import Classifier
+from levibot_assets.core.release import ReleaseError, load_release
+from levibot_assets.settings import get_settings
+
+
+class NoRelease(ReleaseError):
+    """Nothing is in service for the symbol (no current/<SYMBOL> link)."""
+
+
+class ServedModel:
+    """The current release of one symbol; cheap to call, reloads when the symlink changes."""
+
+    def __init__(self, layout: DataLayout, symbol: str):
+        self.layout = layout
+        self.symbol = symbol
+        self.link = layout.current_link(symbol)
+        self._lock = threading.Lock()
+        self._target: str | None = None
+        self._failed_target: str | None = None
+        self.model: Classifier | None = None
+        self.manifest: dict = {}
+        self.last_error: str | None = None
+        self.reloads = 0
+        target = self._read_link()
+        if target is None:
+            raise NoRelease(f"no release in service for {symbol}: {self.link} does not exist")
+        self._load(target, strict=True)
+
+    def _read_link(self) -> str | None:
+        try:
+            return os.readlink(self.link)
+        except FileNotFoundError:
+            return None
+
+    def _load(self, target: str, strict: bool) -> None:
+        with self._lock:
+            if target in (self._target, self._failed_target):
+                return
+            try:
+                model, manifest = load_release(Path(os.path.normpath(self.link.parent / target)))
+            except Exception as exc:
+                if strict:
+                    raise
+                self._failed_target = target
+                self.last_error = f"kept {self._target}: could not load {target}: {exc}"
+                return
+            self.model, self.manifest = model, manifest
+            self._target, self._failed_target, self.last_error = target, None, None
+            self.reloads += 1
+
+    def refresh(self) -> None:
+        """Follow the symlink if it moved (called before every prediction; one readlink when unchanged)."""
+        target = self._read_link()
+        if target is not None and target != self._target and target != self._failed_target:
+            self._load(target, strict=False)
+
+    @property
+    def release_date(self) -> str:
+        return self.manifest["date"]
+
+    @property
+    def model_type(self) -> str:
+        return self.manifest["model_type"]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(up) per row from the release in service now (rows without context give NaN)."""
+        self.refresh()
+        return self.model.predict_proba(frame)
+
+
+def load_current(symbol: str, data_dir: str | os.PathLike | None = None) -> ServedModel:
+    """The model in service for `symbol` under `data_dir` (default: LEVIBOT_DATA_DIR)."""
+    return ServedModel(DataLayout(data_dir or get_settings().data_dir), symbol)

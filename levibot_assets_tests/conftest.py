@@ -1,0 +1,43 @@
+"""Test-wide set-up: a clean LEVIBOT_* environment before the package is imported.
+
+Partitions are built at import from the settings, so the start date is set here, early enough for
+the shared real data (March/April 2023) to be valid partitions. Real data is looked up at
+../shared/data (or $LEVIBOT_SHARED_DATA); tests that need it skip when it is absent.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SHARED = os.environ.get("LEVIBOT_SHARED_DATA") or str(REPO_ROOT.parent / "shared" / "data")
+
+for _name in [n for n in os.environ if n.startswith("LEVIBOT_") and n != "LEVIBOT_SHARED_DATA"]:
+    del os.environ[_name]
+os.environ["LEVIBOT_START_DATE"] = "2023-03-01"
+os.environ["LEVIBOT_DATA_DIR"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"levibot-tests-{os.getpid()}")
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    """The real Binance 2023-03/04 candles (freqtrade JSON); skips where the shared folder is absent."""
+    path = Path(_SHARED) / "binance-spot-2023-03"
+    if not (path / "BTC_USDT-1m.json").exists():
+        pytest.skip(f"shared real data not found at {path} (set LEVIBOT_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture
+def levibot_env(monkeypatch, tmp_path):
+    """Set LEVIBOT_* variables for one test; settings are re-read, data goes under tmp_path."""
+    from levibot_assets.settings import get_settings
+
+    def apply(**values):
+        monkeypatch.setenv("LEVIBOT_DATA_DIR", str(tmp_path / "data"))
+        for name, value in values.items():
+            monkeypatch.setenv(f"LEVIBOT_{name.upper()}", str(value))
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield apply
+    get_settings.cache_clear()

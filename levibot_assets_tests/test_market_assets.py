@@ -1,0 +1,103 @@
+"""raw_ohlcv and features through dagster.materialize with a temporary instance."""
+import datetime as dt
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.definitions import build_resources
+from levibot_assets.partitions import partition_key
+
+ASSETS = [raw_ohlcv, features]
+
+
+def _materialize(settings, key, instance, selection=None):
+    return dg.materialize(ASSETS, resources=build_resources(settings), partition_key=key, instance=instance,
+                          selection=selection)
+
+
+def _metadata(result, asset):
+    (mat,) = [m for m in result.asset_materializations_for_node(asset)]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_synthetic_partition_is_deterministic_and_replaced_atomically(levibot_env, tmp_path):
+    settings = levibot_env()
+    layout = DataLayout(settings.data_dir)
+    key = partition_key("2025-10-13", "BTCUSDT")
+    with dg.instance_for_test() as instance:
+        assert _materialize(settings, key, instance).success
+        path = layout.table("raw_ohlcv", dt.date(2025, 10, 13), "BTCUSDT")
+        first = path.read_bytes()
+        inode = path.stat().st_ino
+        assert _materialize(settings, key, instance).success
+        assert path.read_bytes() == first  # same key, byte-identical parquet
+        assert path.stat().st_ino != inode  # replaced by rename, not rewritten in place
+    assert sorted(p.name for p in path.parent.iterdir()) == ["BTCUSDT.parquet"]
+    f = pd.read_parquet(layout.table("features", "2025-10-13", "BTCUSDT"))
+    assert len(f) == 1440
+
+
+def test_features_use_previous_day_as_warm_up(levibot_env):
+    settings = levibot_env()
+    layout = DataLayout(settings.data_dir)
+    with dg.instance_for_test() as instance:
+        for day in ("2025-10-12", "2025-10-13"):
+            result = _materialize(settings, partition_key(day, "SOLUSDT"), instance)
+            assert result.success
+        meta = _metadata(result, "features")
+    assert meta["warmup_day_present"] is True
+    f = pd.read_parquet(layout.table("features", "2025-10-13", "SOLUSDT"))
+    assert f.loc[0, ["sma_50_ratio", "volatility_30", "ema_26_ratio"]].notna().all()
+
+
+def test_features_without_raw_partition_fails_clearly(levibot_env):
+    settings = levibot_env()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ASSETS, resources=build_resources(settings), selection=[features],
+                                partition_key=partition_key("2025-10-13", "BTCUSDT"), instance=instance,
+                                raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    error = failure.event_specific_data.error
+    text = error.message + (error.cause.message if error.cause else "")
+    assert "raw_ohlcv 2025-10-13|BTCUSDT has not been materialized" in text
+
+
+def test_files_source_on_real_data_matches_the_dump(levibot_env, shared_data_dir):
+    settings = levibot_env(source="files", files_dir=shared_data_dir)
+    layout = DataLayout(settings.data_dir)
+    with dg.instance_for_test() as instance:
+        assert _materialize(settings, partition_key("2023-04-09", "BTCUSDT"), instance).success
+        result = _materialize(settings, partition_key("2023-04-10", "BTCUSDT"), instance)
+    assert result.success
+    raw = pd.read_parquet(layout.table("raw_ohlcv", "2023-04-10", "BTCUSDT"))
+    rows = json.loads((shared_data_dir / "BTC_USDT-1m.json").read_text())
+    start = int(pd.Timestamp("2023-04-10", tz="UTC").timestamp() * 1000)
+    expected = [r[4] for r in rows if start <= r[0] < start + 86_400_000]
+    assert len(raw) == 1440 and raw["close"].tolist() == expected
+    f = pd.read_parquet(layout.table("features", "2023-04-10", "BTCUSDT"))
+    assert len(f) == 1440 and f["close"].tolist() == expected
+    assert _metadata(result, "raw_ohlcv")["missing_minutes"] == 0
+
+
+def test_halt_day_gap_is_reported_not_filled(levibot_env, shared_data_dir):
+    settings = levibot_env(source="files", files_dir=shared_data_dir)
+    layout = DataLayout(settings.data_dir)
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, partition_key("2023-03-24", "ETHUSDT"), instance, selection=[raw_ohlcv])
+    meta = _metadata(result, "raw_ohlcv")
+    assert meta["missing_minutes"] == 80 and meta["gaps"] == 1
+    assert "2023-03-24 12:40..13:59 (80 min)" in meta["gap_list"]
+    assert meta["zero_volume_streaks"] >= 1
+    raw = pd.read_parquet(layout.table("raw_ohlcv", "2023-03-24", "ETHUSDT"))
+    assert len(raw) == 1440 - 80
+
+
+def test_partition_outside_range_is_refused(levibot_env):
+    settings = levibot_env()
+    with dg.instance_for_test() as instance, pytest.raises(Exception, match="NOPEUSDT|partition"):
+        _materialize(settings, partition_key("2025-10-13", "NOPEUSDT"), instance)

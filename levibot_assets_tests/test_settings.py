@@ -1,0 +1,61 @@
+"""Environment variables: defaults, parsing and clear errors for bad values."""
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+
+from levibot_assets.settings import Settings, SettingsError
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert s.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert s.start_date == dt.date(2025, 10, 1)
+    assert (s.source, s.label_horizon, s.train_days, s.optuna_trials) == ("synthetic", 15, 14, 32)
+
+
+def test_parses_values():
+    s = Settings.from_env({"LEVIBOT_SYMBOLS": "BTCUSDT, ADAUSDT", "LEVIBOT_START_DATE": "2023-03-17",
+                           "LEVIBOT_SOURCE": "files", "LEVIBOT_FILES_DIR": "/x", "LEVIBOT_FEE_BPS": "7.5"})
+    assert s.symbols == ("BTCUSDT", "ADAUSDT") and s.start_date == dt.date(2023, 3, 17) and s.fee_bps == 7.5
+
+
+@pytest.mark.parametrize("symbols", ["BTC/USDT", "btcusdt", "BTC|USDT", "BTC,,ETH", "BTC USDT", "A..B", "[BTC]", "", "BTCUSDT,BTCUSDT"])
+def test_invalid_symbols_refused(symbols):
+    env = {"LEVIBOT_SYMBOLS": symbols} if symbols else {"LEVIBOT_SYMBOLS": ","}
+    with pytest.raises(SettingsError, match="LEVIBOT_SYMBOLS"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"LEVIBOT_SOURCE": "kraken"}, "LEVIBOT_SOURCE"),
+        ({"LEVIBOT_SOURCE": "files"}, "LEVIBOT_FILES_DIR"),
+        ({"LEVIBOT_START_DATE": "13/10/2025"}, "LEVIBOT_START_DATE"),
+        ({"LEVIBOT_TRAIN_DAYS": "fourteen"}, "LEVIBOT_TRAIN_DAYS"),
+        ({"LEVIBOT_TRAIN_DAYS": "1"}, "LEVIBOT_TRAIN_DAYS"),
+        ({"LEVIBOT_OPTUNA_TRIALS": "0"}, "LEVIBOT_OPTUNA_TRIALS"),
+        ({"LEVIBOT_SELECT_METRIC": "profit"}, "LEVIBOT_SELECT_METRIC"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_definitions_refuse_bad_symbols_at_load_time(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVIBOT_")}
+    env.update(LEVIBOT_SYMBOLS="BTC/USDT", LEVIBOT_DATA_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", "import levibot_assets.definitions"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "invalid symbol 'BTC/USDT'" in proc.stderr
+
+
+def test_secrets_not_in_repr():
+    s = Settings.from_env({"LEVIBOT_EXCHANGE_API_KEY": "k-123", "LEVIBOT_EXCHANGE_SECRET": "s-456",
+                           "LEVIBOT_ALERT_WEBHOOK": "https://hooks.example/T/secret"})
+    assert "k-123" not in repr(s) and "s-456" not in repr(s) and "secret" not in repr(s)

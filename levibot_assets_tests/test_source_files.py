@@ -1,0 +1,187 @@
+"""The files source: Binance Vision daily kline files written here, and the real shared freqtrade JSON."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from levibot_assets.core.ohlcv import BARS_PER_DAY, MarketDataError, day_start, find_gaps, zero_volume_streaks
+from levibot_assets.core.sources import files
+from levibot_assets.core.sources.files import files_day
+from levibot_assets.core.symbols import SymbolError, dump_prefix
+
+MS_DAY = dt.date(2024, 5, 1)  # Binance Vision open times are milliseconds before 2025 ...
+US_DAY = dt.date(2025, 1, 2)  # ... and microseconds from 2025-01-01
+HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+
+
+def vision_rows(date: dt.date, unit: str, skip: range = range(0)) -> list[str]:
+    """Binance Vision kline CSV lines for one day (12 columns, no header)."""
+    scale = 1000 if unit == "us" else 1
+    first_ms = int(day_start(date).timestamp() * 1000)
+    lines = []
+    for i in range(BARS_PER_DAY):
+        if i in skip:
+            continue
+        open_time = (first_ms + i * 60_000) * scale
+        close = 42_000 + (i * 7919 % 1000) / 100
+        lines.append(
+            f"{open_time},{close - 1:.8f},{close + 2:.8f},{close - 3:.8f},{close:.8f},{1 + i % 7 / 10:.8f},"
+            f"{open_time + 60_000 * scale - 1},{close * 1.2:.8f},{100 + i},0.5,{close / 2:.8f},0"
+        )
+    return lines
+
+
+def write_vision(directory: Path, symbol: str, date: dt.date, lines: list[str], kind: str = "zip",
+                 checksum: str | None = "good") -> Path:
+    stem = f"{symbol}-1m-{date.isoformat()}"
+    csv_text = "\n".join(lines) + "\n"
+    path = directory / f"{stem}.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(f"{stem}.csv", csv_text)
+    else:
+        path.write_text(csv_text)
+    if checksum is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if checksum == "good" else checksum
+        Path(f"{path}.CHECKSUM").write_text(f"{digest}  {path.name}\n")
+    return path
+
+
+def closes(lines: list[str]) -> list[float]:
+    return [float(line.split(",")[4]) for line in lines]
+
+
+@pytest.mark.parametrize("date, unit", [(MS_DAY, "ms"), (US_DAY, "us")])
+@pytest.mark.parametrize("kind", ["zip", "csv"])
+@pytest.mark.parametrize("checksum", ["good", None])
+def test_binance_vision_daily_files_in_milliseconds_and_microseconds(tmp_path, date, unit, kind, checksum):
+    lines = vision_rows(date, unit)
+    write_vision(tmp_path, "BTCUSDT", date, lines, kind, checksum)
+
+    bars = files_day(tmp_path, "BTCUSDT", date)
+
+    assert len(bars) == BARS_PER_DAY and find_gaps(bars, date) == []
+    assert bars["timestamp"].iloc[0] == day_start(date)
+    assert bars["timestamp"].iloc[-1] == day_start(date) + pd.Timedelta(minutes=BARS_PER_DAY - 1)
+    assert bars["close"].tolist() == closes(lines)
+
+
+def test_a_header_line_is_tolerated_and_gaps_are_kept(tmp_path):
+    lines = vision_rows(US_DAY, "us", skip=range(600, 660))
+    write_vision(tmp_path, "ETHUSDT", US_DAY, [HEADER, *lines], kind="csv")
+
+    bars = files_day(tmp_path, "ETHUSDT", US_DAY)
+
+    assert len(bars) == BARS_PER_DAY - 60 and bars["close"].tolist() == closes(lines)
+    assert [str(g) for g in find_gaps(bars, US_DAY)] == ["2025-01-02 10:00..10:59 (60 min)"]
+
+
+def test_binance_vision_tree_layout_is_found(tmp_path):
+    folder = tmp_path / "BTCUSDT" / "1m"
+    folder.mkdir(parents=True)
+    write_vision(folder, "BTCUSDT", MS_DAY, vision_rows(MS_DAY, "ms"))
+    assert len(files_day(tmp_path, "BTCUSDT", MS_DAY)) == BARS_PER_DAY
+
+
+def test_a_bad_checksum_is_refused(tmp_path):
+    write_vision(tmp_path, "BTCUSDT", US_DAY, vision_rows(US_DAY, "us"), checksum="0" * 64)
+    with pytest.raises(MarketDataError, match="does not match its checksum file"):
+        files_day(tmp_path, "BTCUSDT", US_DAY)
+
+
+def test_a_checksum_of_another_file_or_a_malformed_one_is_refused(tmp_path):
+    path = write_vision(tmp_path, "BTCUSDT", MS_DAY, vision_rows(MS_DAY, "ms"))
+    checksum = Path(f"{path}.CHECKSUM")
+    checksum.write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  BTCUSDT-1m-2024-04-30.zip\n")
+    with pytest.raises(MarketDataError, match="not of 'BTCUSDT-1m-2024-05-01.zip'"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    checksum.write_text("<html>404 Not Found</html>")
+    with pytest.raises(MarketDataError, match="is not '<sha256>  <file name>'"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+
+
+def test_a_file_holding_another_day_is_refused(tmp_path):
+    other_day = vision_rows(MS_DAY - dt.timedelta(days=1), "ms")
+    write_vision(tmp_path, "BTCUSDT", MS_DAY, other_day)
+    with pytest.raises(MarketDataError, match="outside 2024-05-01"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+
+
+def test_malformed_vision_files_are_clear_errors(tmp_path):
+    write_vision(tmp_path, "BTCUSDT", MS_DAY, [line.rsplit(",", 1)[0] for line in vision_rows(MS_DAY, "ms")], "csv")
+    with pytest.raises(MarketDataError, match="has 11 columns"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    (tmp_path / "BTCUSDT-1m-2024-05-01.csv").unlink()
+    (tmp_path / "BTCUSDT-1m-2024-05-01.zip").write_bytes(b"PK not really a zip")
+    with pytest.raises(MarketDataError, match="not a readable zip file"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+
+
+def test_the_vision_file_is_preferred_over_a_json_dump(tmp_path):
+    lines = vision_rows(MS_DAY, "ms")
+    write_vision(tmp_path, "BTCUSDT", MS_DAY, lines)
+    first_ms = int(day_start(MS_DAY).timestamp() * 1000)
+    dump = [[first_ms + i * 60_000, 1.0, 1.0, 1.0, 1.0, 1.0] for i in range(BARS_PER_DAY)]
+    (tmp_path / "BTC_USDT-1m.json").write_text(json.dumps(dump))
+
+    assert files_day(tmp_path, "BTCUSDT", MS_DAY)["close"].tolist() == closes(lines)
+
+
+def test_real_json_dump_returns_the_days_bars_unchanged(shared_data_dir):
+    day = dt.date(2023, 4, 10)
+    start_ms = int(day_start(day).timestamp() * 1000)
+    raw = json.loads((shared_data_dir / "BTC_USDT-1m.json").read_text())
+    expected = [row for row in raw if start_ms <= row[0] < start_ms + 86_400_000]
+
+    bars = files_day(shared_data_dir, "BTCUSDT", day)
+
+    assert len(bars) == BARS_PER_DAY == len(expected)
+    assert bars["close"].tolist() == [float(row[4]) for row in expected]
+    assert bars["volume"].tolist() == [float(row[5]) for row in expected]
+
+
+def test_real_halt_day_keeps_its_gap_and_zero_volume_bars(shared_data_dir):
+    day = dt.date(2023, 3, 24)
+    bars = files_day(shared_data_dir, "BTCUSDT", day)
+
+    assert len(bars) == BARS_PER_DAY - 80
+    assert [str(g) for g in find_gaps(bars, day)] == ["2023-03-24 12:40..13:59 (80 min)"]
+    assert [str(s) for s in zero_volume_streaks(bars)] == ["2023-03-24 11:28..12:39 (72 min)"]
+
+
+def test_json_dump_is_parsed_once_and_reread_when_it_changes(tmp_path):
+    first_ms = int(day_start(MS_DAY).timestamp() * 1000)
+    path = tmp_path / "SOL_USDT-1m.json"
+    path.write_text(json.dumps([[first_ms + i * 60_000, 1, 2, 0.5, 1.5, 3] for i in range(2 * BARS_PER_DAY)]))
+    files._parsed_json.cache_clear()
+
+    assert len(files_day(tmp_path, "SOLUSDT", MS_DAY)) == BARS_PER_DAY
+    assert len(files_day(tmp_path, "SOLUSDT", MS_DAY + dt.timedelta(days=1))) == BARS_PER_DAY
+    assert files._parsed_json.cache_info().misses == 1
+
+    path.write_text(json.dumps([[first_ms + i * 60_000, 1, 2, 0.5, 7.25, 3] for i in range(10)]))
+    bars = files_day(tmp_path, "SOLUSDT", MS_DAY)
+    assert len(bars) == 10 and set(bars["close"]) == {7.25}
+
+
+def test_missing_files_and_uncovered_days_name_what_was_looked_for(tmp_path, shared_data_dir):
+    with pytest.raises(MarketDataError, match=r"BTCUSDT-1m-2024-05-01\.zip.*BTC_USDT-1m\.json"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    with pytest.raises(MarketDataError, match=r"has no bars on 2023-06-01; it covers 2023-03-16 22:15"):
+        files_day(shared_data_dir, "BTCUSDT", dt.date(2023, 6, 1))
+    with pytest.raises(MarketDataError, match="is not a directory"):
+        files_day(tmp_path / "nowhere", "BTCUSDT", MS_DAY)
+
+
+def test_dump_prefix_follows_freqtrade_names():
+    assert dump_prefix("BTCUSDT") == "BTC_USDT"
+    assert dump_prefix("ETHBTC") == "ETH_BTC"
+    assert dump_prefix("SOLFDUSD") == "SOL_FDUSD"
+    with pytest.raises(SymbolError, match="cannot split symbol 'XYZ'"):
+        dump_prefix("XYZ")
