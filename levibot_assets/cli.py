@@ -3,12 +3,15 @@
     levibot releases [--symbol S]                       list releases, '*' marks the one in service
     levibot rollback --symbol S --to previous|DATE      put another release in service (hash-checked)
     levibot predict --symbol S                          P(up) of the model in service for the latest bar
+    levibot materialize [--days N | --start D --end D]  run (date, symbol) partitions into DAGSTER_HOME
 
 Every subcommand takes --data-dir (default LEVIBOT_DATA_DIR). Errors print one line and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -111,6 +114,57 @@ def predict(args: argparse.Namespace) -> int:
         f"(release {served.release_date}, {served.model_type})"
     )
     return 0
+
+
+def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--days", type=int, help="the last complete UTC day and the N-1 days before it")
+    parser.add_argument("--start", type=dt.date.fromisoformat, help="first date (YYYY-MM-DD)")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="last date (default: the last complete day)")
+    parser.add_argument("--symbols", help="comma-separated symbols (default: LEVIBOT_SYMBOLS)")
+    parser.add_argument("--select", default="*", help="comma-separated assets, or * for the whole graph")
+
+
+@command("materialize", "materialize (date, symbol) partitions in date order; runs are kept in DAGSTER_HOME",
+         _materialize_arguments)
+def materialize_command(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from levibot_assets.materialize import date_range, last_complete_day, materialize_partitions
+
+    if args.data_dir:  # the definitions read the settings at import
+        os.environ["LEVIBOT_DATA_DIR"] = args.data_dir
+        get_settings.cache_clear()
+    from levibot_assets.definitions import defs
+
+    settings = get_settings()
+    end = args.end or last_complete_day()
+    if args.days is not None and args.start is not None:
+        raise SettingsError("give either --days or --start, not both")
+    start = args.start or end - dt.timedelta(days=(args.days or 1) - 1)
+    start = max(start, settings.start_date)
+    symbols = [_symbol(s.strip()) for s in args.symbols.split(",")] if args.symbols else list(settings.symbols)
+    unknown = sorted(set(symbols) - set(settings.symbols))
+    if unknown:
+        raise SettingsError(f"symbols {unknown} are not partitions (LEVIBOT_SYMBOLS={','.join(settings.symbols)})")
+    graph = [key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()]
+    selection = graph if args.select == "*" else [a.strip() for a in args.select.split(",")]
+    missing = sorted(set(selection) - set(graph))
+    if missing:
+        raise SettingsError(f"unknown assets {missing}; the graph has {sorted(graph)}")
+    dates = date_range(start, end)
+    print(f"materializing {', '.join(selection)} for {len(dates)} day(s) {start}..{end} x {', '.join(symbols)}")
+
+    def report(run) -> None:
+        print(f"  {run.date} {run.symbol}: {'ok' if run.success else 'FAILED'} (run {run.run_id[:8]})", flush=True)
+
+    with dg.DagsterInstance.get() as instance:
+        runs = materialize_partitions(defs, dates, symbols, selection, instance, on_run=report)
+    summary = DataLayout(settings.data_dir).release_summary(end)
+    if summary.exists():
+        print(f"release summary {summary}:\n{summary.read_text()}")
+    failed = [r for r in runs if not r.success]
+    print(f"{len(runs) - len(failed)} of {len(runs)} runs succeeded")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
 """Sensors that turn failures into alerts, each failure exactly once (the sensor cursor says so).
 
-- asset_check_alerts: failed asset checks (ERROR and WARN) from the instance's event log, from any
-  run: schedule, UI, backfill or `dagster asset materialize`.
+- asset_check_alerts: failed asset checks (ERROR and WARN) of every finished run, whoever started
+  it: schedule, UI, backfill or `dagster asset materialize`. It follows run-finished events (a
+  cross-run query every storage supports, SQLite included) and reads each run's check evaluations,
+  so a run's check alerts go out once it ends.
 - run_failure_alerts: failed runs of every code location, CLI-started ones included.
 
 Both start from "now" the first time they run, so turning them on over an old instance does not
@@ -9,23 +11,21 @@ replay its history as a flood of alerts.
 """
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
 from levibot_assets.core.alerts import Alert
 from levibot_assets.resources.alerts import AlertResource
 
-MAX_EVENTS_PER_TICK = 200
+MAX_RUNS_PER_TICK = 100
+_FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
 
 
-def _check_records(instance: dg.DagsterInstance, after: int | None, limit: int, ascending: bool):
-    return instance.get_event_records(
-        dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-            after_cursor=after,
-        ),
-        limit=limit,
-        ascending=ascending,
-    )
+def _finished_runs(instance: dg.DagsterInstance, event_type: dg.DagsterEventType, after: int | None, limit: int, ascending: bool):
+    return instance.fetch_run_status_changes(
+        dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after), limit=limit, ascending=ascending
+    ).records
 
 
 def check_alert(record: dg.EventLogRecord) -> Alert | None:
@@ -44,28 +44,33 @@ def check_alert(record: dg.EventLogRecord) -> Alert | None:
     )
 
 
+def failed_check_alerts(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    return [alert for alert in map(check_alert, records) if alert is not None]
+
+
 @dg.sensor(
     name="asset_check_alerts",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts on every failed asset check (ERROR and WARN), once each.",
+    description="Alerts on every failed asset check (ERROR and WARN) once its run has finished.",
 )
 def asset_check_alerts(context: dg.SensorEvaluationContext, alerts: AlertResource):
     if context.cursor is None:
-        latest = _check_records(context.instance, None, 1, ascending=False)
-        context.update_cursor(str(latest[0].storage_id if latest else 0))
-        return dg.SkipReason("first tick: watching check evaluations from now on")
-    cursor = int(context.cursor)
+        latest = {t.value: _finished_runs(context.instance, t, None, 1, ascending=False) for t in _FINISHED}
+        context.update_cursor(json.dumps({t: (r[0].storage_id if r else 0) for t, r in latest.items()}))
+        return dg.SkipReason("first tick: watching runs that finish from now on")
+    cursor = json.loads(context.cursor)
     sent = 0
-    for record in _check_records(context.instance, cursor, MAX_EVENTS_PER_TICK, ascending=True):
-        alert = check_alert(record)
-        if alert is not None:
-            alerts.send(alert)
-            sent += 1
-        cursor = record.storage_id
-    context.update_cursor(str(cursor))
+    for event_type in _FINISHED:
+        for record in _finished_runs(context.instance, event_type, cursor[event_type.value], MAX_RUNS_PER_TICK, ascending=True):
+            for alert in failed_check_alerts(context.instance, record.run_id):
+                alerts.send(alert)
+                sent += 1
+            cursor[event_type.value] = record.storage_id
+    context.update_cursor(json.dumps(cursor))
     if not sent:
-        return dg.SkipReason("no failed check since the last tick")
+        return dg.SkipReason("no failed check in runs finished since the last tick")
     context.log.info(f"sent {sent} check alert(s)")
     return None
 

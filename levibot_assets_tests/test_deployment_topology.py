@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dagster import DagsterEventType as T
 
 from levibot_assets.core.layout import DataLayout
 from levibot_assets_tests import processes
@@ -187,7 +188,9 @@ def test_compose_services_run_one_partition_through_the_queue(postgres_server, t
     finally:
         conn.close()
     types = {event_type for event_type, _, _ in events}
-    assert {"RUN_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION", "RUN_SUCCESS"} <= types
-    materializations = [(key, part) for t, key, part in events if t == "ASSET_MATERIALIZATION"]
+    # Enqueued by the webserver, dequeued by the daemon, executed by a worker of the gRPC server.
+    path = (T.RUN_ENQUEUED, T.RUN_DEQUEUED, T.RUN_START, T.STEP_SUCCESS, T.ASSET_MATERIALIZATION, T.RUN_SUCCESS)
+    assert {t.value for t in path} <= types, types
+    materializations = [(key, part) for t, key, part in events if t == T.ASSET_MATERIALIZATION.value]
     assert materializations == [('["raw_ohlcv"]', f"{DATE}|{SYMBOL}")]
     assert list(logs_dir.rglob("*.out")) or list(logs_dir.rglob("*.err")), "step logs land in DAGSTER_COMPUTE_LOGS_DIR"

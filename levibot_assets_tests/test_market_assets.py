@@ -101,3 +101,27 @@ def test_partition_outside_range_is_refused(levibot_env):
     settings = levibot_env()
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="NOPEUSDT|partition"):
         _materialize(settings, partition_key("2025-10-13", "NOPEUSDT"), instance)
+
+
+def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypatch):
+    """The ccxt path end to end, offline: a real ccxt.binance serving recorded /api/v3/klines pages."""
+    import ccxt
+
+    from levibot_assets.core.sources.exchange import CcxtOhlcvClient
+    from levibot_assets.resources import market_data
+    from levibot_assets_tests.test_source_ccxt import DAY, DAY_MS, RecordedBinance, binance, recorded_klines
+
+    rows = recorded_klines(DAY_MS - 60_000, 1442)
+    exchange = binance()
+    recorder = RecordedBinance(exchange, rows, failures=[ccxt.NetworkError("connection reset")])
+    delays = []
+    client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append)
+    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id: client)
+    settings = levibot_env(source="ccxt")
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, partition_key(DAY, "BTCUSDT"), instance, selection=[raw_ohlcv])
+    assert result.success
+    assert len(recorder.requests) == 3 and delays == [1.0]  # one retried NetworkError, then 2 pages
+    raw = pd.read_parquet(DataLayout(settings.data_dir).table("raw_ohlcv", DAY, "BTCUSDT"))
+    assert len(raw) == 1440 and raw["close"].tolist() == [float(r[4]) for r in rows[1:1441]]
+    assert _metadata(result, "raw_ohlcv")["source"] == "ccxt:binance"

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 
 import dagster as dg
 import pandas as pd
 
 from levibot_assets.settings import SOURCES, get_settings
+
+
+@lru_cache(maxsize=8)
+def ccxt_client(exchange: str):
+    """One client per exchange and process: markets are loaded once, the rate limiter is shared."""
+    from levibot_assets.core.sources.exchange import CcxtOhlcvClient
+
+    settings = get_settings()
+    return CcxtOhlcvClient(exchange_id=exchange, api_key=settings.exchange_api_key, secret=settings.exchange_secret)
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -33,13 +43,7 @@ class MarketDataResource(dg.ConfigurableResource):
 
             return synthetic_day(symbol, date)
         if self.source == "ccxt":
-            from levibot_assets.core.sources.exchange import CcxtOhlcvClient
-
-            settings = get_settings()
-            client = CcxtOhlcvClient(
-                exchange_id=self.exchange, api_key=settings.exchange_api_key, secret=settings.exchange_secret
-            )
-            return client.fetch_day(symbol, date)
+            return ccxt_client(self.exchange).fetch_day(symbol, date)
         if self.source == "files":
             from levibot_assets.core.sources.files import files_day
 

@@ -1,0 +1,100 @@
+"""LightGBM training: reproducible model files, no leakage, shared Optuna studies, clear input errors.
+
+Synthetic candles are used for plumbing only (never for claims about model quality).
+"""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from levibot_assets.core.dataset import DatasetError, split_window
+from levibot_assets.core.features import compute_features, training_rows
+from levibot_assets.core.lgbm import MODEL_FILE, LgbmClassifier, train_lgbm, tune
+from levibot_assets.core.metrics import roc_auc
+from levibot_assets.core.sources.synthetic import synthetic_day
+from levibot_assets.settings import Settings
+
+FIRST = dt.date(2023, 4, 1)
+SETTINGS = Settings(optuna_trials=3, threads=1)
+
+
+@pytest.fixture(scope="module")
+def window() -> dict[str, pd.DataFrame]:
+    """Fourteen days of synthetic features, 2023-04-01 .. 04-14, each with the previous day as warm-up."""
+    days = [FIRST + dt.timedelta(days=i) for i in range(-1, 14)]
+    bars = {d: synthetic_day("ETHUSDT", d) for d in days}
+    return {
+        d.isoformat(): compute_features(pd.concat([bars[d - dt.timedelta(days=1)], bars[d]]), d, SETTINGS.label_horizon)
+        for d in days[1:]
+    }
+
+
+def _first_days(window, n):
+    return dict(list(window.items())[:n])
+
+
+def test_model_file_is_byte_identical_across_runs(window, tmp_path):
+    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), SETTINGS.label_horizon)
+    lines = []
+    first = train_lgbm(data.train, SETTINGS, progress=lines.append)
+    second = train_lgbm(data.train, SETTINGS)
+    (path_a,) = first.model.save(tmp_path / "a")
+    (path_b,) = second.model.save(tmp_path / "b")
+    assert path_a.name == MODEL_FILE
+    assert path_a.read_bytes() == path_b.read_bytes()
+    assert path_a.read_text().startswith("tree")  # LightGBM's native text format, not a pickle
+    reloaded = LgbmClassifier.load(tmp_path / "a")
+    np.testing.assert_array_equal(reloaded.predict_proba(data.test), first.model.predict_proba(data.test))
+    assert len(lines) == SETTINGS.optuna_trials  # one progress line per trial
+    assert all("optuna trial" in line and "best so far" in line for line in lines)
+    assert first.facts()["trials"] == SETTINGS.optuna_trials
+
+
+def test_leakage_canary_shuffled_labels_score_chance_out_of_sample(window):
+    """Trained on shuffled labels, the model must score AUC ~ 0.5 on the 10 later days.
+
+    Overlapping H-bar labels make neighbouring rows nearly copies of each other, so ~14,000 rows
+    are only ~1,000 independent ones: enough for 0.05 to be a wide margin (about 4 standard errors).
+    """
+    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), SETTINGS.label_horizon)
+    rng = np.random.default_rng(7)
+    shuffled = data.train.assign(label=rng.permutation(data.train["label"].to_numpy()))
+    model = train_lgbm(shuffled, SETTINGS).model
+    test = pd.concat([training_rows(frame) for day, frame in window.items() if day >= "2023-04-05"], ignore_index=True)
+    auc = roc_auc(test["label"].to_numpy(), model.predict_proba(test))
+    assert len(test) > 12_000
+    assert abs(auc - 0.5) < 0.05, auc
+
+
+def test_shared_study_collects_trials_from_several_callers(window, tmp_path):
+    """Two tune() calls on one RDB study stop together at n_trials (sqlite here; PostgreSQL in production)."""
+    train = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon).train
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = tune(train, SETTINGS, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=2)
+    second = tune(train, SETTINGS, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=3)
+    assert first.n_trials == 2 and second.n_trials == 3
+    assert second.best_value <= first.best_value
+    assert second.best_params == second.study.best_params
+    with pytest.raises(ValueError, match="study_name"):
+        tune(train, SETTINGS, storage=storage)
+
+
+def test_bad_windows_are_refused_with_clear_errors(window):
+    horizon = SETTINGS.label_horizon
+    test_date = FIRST + dt.timedelta(days=2)
+    three = _first_days(window, 3)
+    with pytest.raises(DatasetError, match="test day 2023-04-04 is missing"):
+        split_window(three, FIRST + dt.timedelta(days=3), horizon)
+    with pytest.raises(DatasetError, match="too few training rows"):
+        split_window({k: v.iloc[:300] if k < test_date.isoformat() else v for k, v in three.items()}, test_date, horizon)
+    with pytest.raises(DatasetError, match="too few test rows"):
+        split_window({**three, test_date.isoformat(): three[test_date.isoformat()].iloc[:50]}, test_date, horizon)
+    with pytest.raises(DatasetError, match="single class"):
+        split_window({k: v.assign(label=v["label"].where(v["label"].isna(), 1.0)) for k, v in three.items()}, test_date, horizon)
+    broken = three["2023-04-01"].copy()
+    broken.loc[10, "label"] = np.nan  # label_available says known, but the label is NaN
+    with pytest.raises(DatasetError, match="NaN label"):
+        split_window({**three, "2023-04-01": broken}, test_date, horizon)
+    with pytest.raises(DatasetError, match="after the test day"):
+        split_window(window, test_date, horizon)

@@ -1,0 +1,83 @@
+"""The 03:00 UTC schedule: yesterday, one run per symbol, after the missing training-window days."""
+import datetime as dt
+
+import dagster as dg
+
+from levibot_assets.definitions import defs
+from levibot_assets.partitions import partition_key
+from levibot_assets.schedules import SYMBOL_TAG, nightly_schedule, window_days
+from levibot_assets.settings import get_settings
+
+TICK = dt.datetime(2025, 10, 14, 3, 0, tzinfo=dt.timezone.utc)
+SYMBOLS = get_settings().symbols
+TRAIN_DAYS = get_settings().train_days
+
+
+def _report_materialized(instance, asset: str, dates, symbols=SYMBOLS):
+    for date in dates:
+        for symbol in symbols:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=asset, partition=str(partition_key(date, symbol)))
+            )
+
+
+def _evaluate(instance):
+    return nightly_schedule.evaluate_tick(
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=TICK, repository_def=defs.get_repository_def())
+    )
+
+
+def test_schedule_is_daily_at_three_utc_and_on_by_default():
+    assert [s.name for s in defs.schedules] == ["nightly_schedule"]
+    schedule = nightly_schedule
+    assert schedule.cron_schedule == "0 3 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "nightly"
+
+
+def test_complete_window_gives_exactly_one_run_per_symbol_for_yesterday():
+    with dg.instance_for_test() as instance:
+        days = window_days(dt.date(2025, 10, 13), TRAIN_DAYS, dt.date(2023, 3, 1))
+        assert len(days) == TRAIN_DAYS - 1 and days[-1] == dt.date(2025, 10, 12)
+        _report_materialized(instance, "raw_ohlcv", days)
+        _report_materialized(instance, "features", days)
+        requests = _evaluate(instance).run_requests
+    assert sorted(r.partition_key for r in requests) == sorted(f"2025-10-13|{s}" for s in SYMBOLS)
+    assert all(r.asset_selection is None and r.tags[SYMBOL_TAG] in SYMBOLS for r in requests)
+
+
+def test_fresh_install_fills_the_window_first_oldest_day_first():
+    first_day = dt.date(2025, 10, 13) - dt.timedelta(days=TRAIN_DAYS - 1)
+    with dg.instance_for_test() as instance:
+        _report_materialized(instance, "raw_ohlcv", [first_day], ["BTCUSDT"])  # raw there, features not
+        _report_materialized(
+            instance, "features", window_days(dt.date(2025, 10, 13), TRAIN_DAYS, first_day), ["ETHUSDT", "SOLUSDT"]
+        )
+        requests = _evaluate(instance).run_requests
+    btc = [r for r in requests if r.tags[SYMBOL_TAG] == "BTCUSDT"]
+    assert [r.partition_key for r in btc] == [
+        *(f"{first_day + dt.timedelta(days=k)}|BTCUSDT" for k in range(TRAIN_DAYS - 1)),
+        "2025-10-13|BTCUSDT",
+    ]
+    assert btc[0].asset_selection == [dg.AssetKey("features")]  # raw already there: not fetched again
+    assert btc[1].asset_selection == [dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")]
+    assert btc[-1].asset_selection is None  # the whole graph
+    others = [r.partition_key for r in requests if r.tags[SYMBOL_TAG] != "BTCUSDT"]
+    assert others == ["2025-10-13|ETHUSDT", "2025-10-13|SOLUSDT"]
+
+
+def test_window_is_clipped_at_the_start_date():
+    assert window_days(dt.date(2023, 3, 3), 14, dt.date(2023, 3, 1)) == [dt.date(2023, 3, 1), dt.date(2023, 3, 2)]
+
+
+def test_no_run_before_the_first_partition():
+    with dg.instance_for_test() as instance:
+        result = nightly_schedule.evaluate_tick(
+            dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=dt.datetime(2023, 3, 1, 3, tzinfo=dt.timezone.utc),
+                repository_def=defs.get_repository_def(),
+            )
+        )
+    assert not result.run_requests and "not a date partition" in result.skip_message
