@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import dagster as dg
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 from levibot_assets.core import quality
 from levibot_assets.core.drift import feature_drift
 from levibot_assets.core.features import FEATURE_COLUMNS
+from levibot_assets.core.release import ReleaseError, load_release, read_manifest
 from levibot_assets.partitions import PARTITIONS
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -165,13 +166,18 @@ def drift_check_result(window: Mapping[str, pd.DataFrame], test_date: dt.date, t
     )
 
 
-def release_check_results(
-    directory: Path, expected_sha256: Mapping[str, str], load: Callable[[], Any], sample: pd.DataFrame
-) -> list[dg.AssetCheckResult]:
-    """`load()` returns the released Classifier; `sample` is a features frame it must score."""
-    intact = quality.release_files_intact(directory, expected_sha256)
+def release_check_results(release_dir: Path | None, sample: pd.DataFrame) -> list[dg.AssetCheckResult]:
+    """Verify the release in service (`release_dir`, None when there is none) and score `sample`."""
+    if release_dir is None:
+        nothing = quality.QualityResult(True, "no release in service yet")
+        return [check_result("release_files_intact", nothing), check_result("release_predicts", nothing)]
+    try:
+        files = read_manifest(release_dir)["files"]
+        intact = quality.release_files_intact(release_dir, {name: info.get("sha256") for name, info in files.items()})
+    except ReleaseError as exc:
+        intact = quality.QualityResult(False, str(exc))
     predicts = (
-        quality.release_predicts(load, sample)
+        quality.release_predicts(lambda: load_release(release_dir)[0], sample)
         if intact.passed
         else quality.QualityResult(False, "not loaded: the files do not match the manifest (unsafe to unpickle)")
     )

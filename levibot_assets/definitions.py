@@ -4,7 +4,8 @@ from __future__ import annotations
 import dagster as dg
 
 from levibot_assets.assets.market import features, raw_ohlcv
-from levibot_assets.assets.models import lgbm_model
+from levibot_assets.assets.models import lgbm_model, tft_model
+from levibot_assets.assets.release import best_release
 from levibot_assets.jobs import rollback_job
 from levibot_assets.resources.alerts import AlertResource
 from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
@@ -32,7 +33,7 @@ def build_resources(settings=None) -> dict:
     }
 
 
-ASSETS = [raw_ohlcv, features, lgbm_model]
+ASSETS = [raw_ohlcv, features, lgbm_model, tft_model, best_release]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -112,3 +112,27 @@ def test_model_and_drift_results():
     assert not drifted.passed and "log_volume" in drifted.description
     missing = drift_check_result({days[-1].isoformat(): frames[days[-1].isoformat()]}, days[-1], 0.25)
     assert not missing.passed and "cannot measure drift" in missing.description
+
+
+@pytest.mark.slow
+def test_model_asset_reports_overlap_baseline_and_drift_checks(levibot_env):
+    from levibot_assets.assets.models import lgbm_model
+
+    settings = levibot_env(OPTUNA_TRIALS=2, THREADS=1)
+    day = dt.date(2023, 4, 4)
+    with dg.instance_for_test() as instance:
+        for back in range(3, -1, -1):  # 3 training days, then the test day
+            key = str(partition_key(day - dt.timedelta(days=back), "BTCUSDT"))
+            assert dg.materialize([raw_ohlcv, features], partition_key=key, resources=build_resources(settings), instance=instance).success
+        result = dg.materialize(
+            [raw_ohlcv, features, lgbm_model], selection=[lgbm_model], partition_key=str(partition_key(day, "BTCUSDT")),
+            resources=build_resources(settings), instance=instance,
+        )
+    checks = _evaluations(result)
+    overlap = checks[("lgbm_model", "no_train_test_overlap")]
+    assert overlap.passed and overlap.metadata["gap_minutes"].value >= overlap.metadata["required_gap_minutes"].value
+    beats = checks[("lgbm_model", "beats_baselines")]
+    assert beats.severity == dg.AssetCheckSeverity.WARN and np.isfinite(beats.metadata["oos_score"].value)
+    drift = checks[("lgbm_model", "feature_drift")]
+    assert drift.metadata["training_days"].value == 3 and np.isfinite(drift.metadata["max_psi"].value)
+    assert drift.partition == f"{day}|BTCUSDT"

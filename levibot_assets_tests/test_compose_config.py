@@ -171,6 +171,13 @@ def test_exchange_pool_is_limited():
     assert pools["default_limit"] >= 1 and pools["granularity"] == "op"
 
 
+def test_runs_of_one_symbol_execute_one_at_a_time():
+    from levibot_assets.schedules import SYMBOL_TAG
+
+    limits = _yaml("dagster.yaml")["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": SYMBOL_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
 def test_no_secret_in_the_image():
     dockerfile = (DOCKER / "Dockerfile").read_text()
     for line in dockerfile.replace("\\\n", " ").splitlines():

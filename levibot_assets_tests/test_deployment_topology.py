@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -139,6 +140,11 @@ def test_compose_services_run_one_partition_through_the_queue(postgres_server, t
             logs["user_code"], env=env,
         ))
         processes.wait_until(lambda: _grpc_up(grpc_port), START_TIMEOUT_S, "gRPC server", user_code, logs["user_code"])
+        health = subprocess.run(  # the compose healthcheck that webserver and daemon wait for
+            [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)],
+            env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
+        )
+        assert health.returncode == 0, health.stdout + health.stderr
         webserver = stack.enter_context(processes.running(
             [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
             logs["webserver"], env=env,
@@ -188,8 +194,8 @@ def test_compose_services_run_one_partition_through_the_queue(postgres_server, t
     finally:
         conn.close()
     types = {event_type for event_type, _, _ in events}
-    # Enqueued by the webserver, dequeued by the daemon, executed by a worker of the gRPC server.
-    path = (T.RUN_ENQUEUED, T.RUN_DEQUEUED, T.RUN_START, T.STEP_SUCCESS, T.ASSET_MATERIALIZATION, T.RUN_SUCCESS)
+    # Enqueued by the webserver, launched by the daemon, executed by a worker of the gRPC server.
+    path = (T.RUN_ENQUEUED, T.RUN_STARTING, T.RUN_START, T.STEP_SUCCESS, T.ASSET_MATERIALIZATION, T.RUN_SUCCESS)
     assert {t.value for t in path} <= types, types
     materializations = [(key, part) for t, key, part in events if t == T.ASSET_MATERIALIZATION.value]
     assert materializations == [('["raw_ohlcv"]', f"{DATE}|{SYMBOL}")]

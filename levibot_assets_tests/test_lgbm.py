@@ -52,19 +52,21 @@ def test_model_file_is_byte_identical_across_runs(window, tmp_path):
 
 
 def test_leakage_canary_shuffled_labels_score_chance_out_of_sample(window):
-    """Trained on shuffled labels, the model must score AUC ~ 0.5 on the 10 later days.
+    """Trained on shuffled labels, models must score AUC ~ 0.5 on the 10 later days.
 
-    Overlapping H-bar labels make neighbouring rows nearly copies of each other, so ~14,000 rows
-    are only ~1,000 independent ones: enough for 0.05 to be a wide margin (about 4 standard errors).
+    Overlapping H-bar labels make neighbouring rows near copies, so ~14,000 test rows are only
+    ~1,000 independent ones (AUC standard error ~0.015 per model): the mean over three
+    shuffles keeps the 0.05 margin wide and the test stable.
     """
     data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), SETTINGS.label_horizon)
-    rng = np.random.default_rng(7)
-    shuffled = data.train.assign(label=rng.permutation(data.train["label"].to_numpy()))
-    model = train_lgbm(shuffled, SETTINGS).model
     test = pd.concat([training_rows(frame) for day, frame in window.items() if day >= "2023-04-05"], ignore_index=True)
-    auc = roc_auc(test["label"].to_numpy(), model.predict_proba(test))
     assert len(test) > 12_000
-    assert abs(auc - 0.5) < 0.05, auc
+    aucs = []
+    for seed in range(3):
+        shuffled = data.train.assign(label=np.random.default_rng(seed).permutation(data.train["label"].to_numpy()))
+        model = train_lgbm(shuffled, SETTINGS).model
+        aucs.append(roc_auc(test["label"].to_numpy(), model.predict_proba(test)))
+    assert abs(np.mean(aucs) - 0.5) < 0.05, aucs
 
 
 def test_shared_study_collects_trials_from_several_callers(window, tmp_path):

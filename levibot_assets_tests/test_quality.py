@@ -9,6 +9,7 @@ import pytest
 from levibot_assets.core import quality
 from levibot_assets.core.features import FEATURE_COLUMNS, MAX_LOOKBACK, compute_features
 from levibot_assets.core.ohlcv import frame_from_rows, select_day
+from levibot_assets.core.release import sha256_file
 from levibot_assets.core.sources.synthetic import synthetic_day
 
 DAY = dt.date(2025, 10, 13)
@@ -140,7 +141,7 @@ class _Constant:
 
 def test_release_files_and_predictions(tmp_path, feats):
     (tmp_path / "model.txt").write_text("tree")
-    sha = quality.sha256_file(tmp_path / "model.txt")
+    sha = sha256_file(tmp_path / "model.txt")
     assert quality.release_files_intact(tmp_path, {"model.txt": sha}).passed
     (tmp_path / "model.txt").write_text("tampered")
     tampered = quality.release_files_intact(tmp_path, {"model.txt": sha, "gone.json": "0" * 64})

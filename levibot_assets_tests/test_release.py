@@ -17,20 +17,20 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets.assets.models import lgbm_model, tft_model
 from levibot_assets.assets.release import best_release
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
+from levibot_assets.core.model_api import MODEL_CLASSES
+from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release import (
-    CHAMPION,
     MANIFEST,
-    Champion,
     ReleaseError,
     beats,
     current_release_date,
-    decide,
-    evaluate_with_champion,
     list_releases,
     load_decision,
     load_release,
@@ -42,7 +42,7 @@ from levibot_assets.core.release import (
     sha256_file,
     verify_release,
 )
-from levibot_assets.core.model_api import MODEL_CLASSES
+from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
 from levibot_assets.partitions import PARTITIONS, partition_key
 from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
@@ -135,6 +135,16 @@ def test_nothing_released_when_no_candidate_beats_the_baselines(layout, skill):
     assert entry == read_summary(layout, rf.TEST_DATE)["symbols"]["BTCUSDT"] and entry["released"] is False
     assert read_history(layout) == []
     assert load_decision(layout, rf.TEST_DATE, rf.SYMBOL).reason == decision.reason
+
+
+def test_the_latest_decision_of_a_date_is_the_one_loaded_back(layout, skill):
+    publish(layout, rf.released_decision(rf.TEST_DATE, rf.SYMBOL, skill(1.0)))
+    assert load_decision(layout, rf.TEST_DATE, rf.SYMBOL).released
+    rerun, _ = _decide({"skill": skill(-1.0)})
+    publish(layout, rerun)
+    loaded = load_decision(layout, rf.TEST_DATE, rf.SYMBOL)
+    assert not loaded.released and loaded.reason == rerun.reason and loaded.scores == rerun.to_json()["scores"]
+    assert current_release_date(layout, rf.SYMBOL) == rf.TEST_DATE.isoformat()  # the earlier release stays
 
 
 def test_champion_stays_when_the_challenger_is_not_better(layout, skill):
@@ -273,15 +283,15 @@ PUBLISH_SCRIPT = """
     import datetime as dt, sys
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.lgbm import LgbmClassifier
-    from levibot_assets.core.release import publish
-    from levibot_assets_tests.release_fixtures import released_decision
+    from levibot_assets.core.release import ReleaseDecision, publish
 
     data_dir, model_dir, symbol, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     layout, model = DataLayout(data_dir), LgbmClassifier.load(model_dir)
     print("ready", flush=True)
     for i in range(rounds):
         date = dt.date(2025, 10, 1) + dt.timedelta(days=i % 4)
-        publish(layout, released_decision(date, symbol, model, score=0.5 + i / 1000))
+        scores = {"challenger": 0.5 + i / 1000}
+        publish(layout, ReleaseDecision(date.isoformat(), symbol, True, "test", "auc", "lgbm", scores, model=model))
 """
 
 
@@ -388,3 +398,42 @@ def test_best_release_asset_writes_through_the_release_io_manager(tmp_path, monk
         resources={"storage": storage}, raise_on_error=False,
     )
     assert not failed.success
+
+
+@pytest.mark.slow
+def test_nightly_graph_decides_and_the_next_night_scores_the_champion(levibot_env):
+    """raw -> features -> lgbm + tft -> best_release for two nights on synthetic candles (plumbing)."""
+    settings = levibot_env(OPTUNA_TRIALS=2, THREADS=1, TFT_MAX_MINUTES=0.05)
+    layout = DataLayout(settings.data_dir)
+    first, second = dt.date(2023, 4, 4), dt.date(2023, 4, 5)
+    assets = [raw_ohlcv, features, lgbm_model, tft_model, best_release]
+
+    def run(date, selection):
+        result = dg.materialize(assets, resources=build_resources(settings), partition_key=partition_key(date, rf.SYMBOL),
+                                instance=instance, selection=selection)
+        assert result.success
+        return result
+
+    champion_date = (first - dt.timedelta(days=1)).isoformat()
+    publish(layout, rf.released_decision(champion_date, rf.SYMBOL, rf.lgbm()))  # a model already in service
+    with dg.instance_for_test() as instance:
+        for back in range(4, -1, -1):
+            run(first - dt.timedelta(days=back), [raw_ohlcv, features])
+        run(second, [raw_ohlcv, features])
+        decisions = []
+        for date in (first, second):
+            result = run(date, [lgbm_model, tft_model, best_release])
+            meta = result.asset_materializations_for_node("best_release")[0].metadata
+            decision = load_decision(layout, date, rf.SYMBOL)
+            assert meta["released"].value is decision.released and meta["reason"].value == decision.reason
+            assert read_summary(layout, date)["symbols"][rf.SYMBOL]["released"] is decision.released
+            assert layout.release_dir(date, rf.SYMBOL).exists() is decision.released
+            assert "**champion**" in meta["scores"].value and isinstance(decision.scores["champion"], float)
+            decisions.append(decision)
+    d1, d2 = decisions
+    assert d1.champion_release == champion_date
+    assert d2.champion_release == (first.isoformat() if d1.released else champion_date)
+    assert current_release_date(layout, rf.SYMBOL) == (
+        second.isoformat() if d2.released else d2.champion_release
+    )
+    verify_release(layout.release_dir(current_release_date(layout, rf.SYMBOL), rf.SYMBOL))

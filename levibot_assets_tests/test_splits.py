@@ -87,6 +87,7 @@ def test_no_training_label_reaches_the_test_day(n_days, missing, cut, horizon, s
     test_start = day_start(test_date)
     assert (data.train["timestamp"] + horizon * MINUTE < test_start).all()
     assert test_start - data.train["timestamp"].max() >= purge_gap(horizon)
+    assert (data.history["timestamp"] < test_start - purge_gap(horizon)).all()
     assert purge_gap(horizon) >= (horizon + MAX_LOOKBACK) * MINUTE
     assert (data.test["timestamp"] >= test_start).all()
     assert data.train["timestamp"].is_monotonic_increasing

@@ -15,19 +15,21 @@ from typing import Any, Callable, Mapping
 import dagster as dg
 import pandas as pd
 
+from levibot_assets.checks import drift_check_result, model_check_results, model_checks
 from levibot_assets.core.atomic import atomic_write_bytes
 from levibot_assets.core.dataset import TrainTest, align_to_rows, split_window
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.lgbm import train_lgbm
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.plots import evaluation_png
+from levibot_assets.core.splits import purge_gap
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
 from levibot_assets.resources.io_managers import WINDOW_INPUT
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import Settings, get_settings
 
 HEADLINE_SCORES = ("auc", "accuracy", "log_loss", "brier", "sharpe")
-HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials")
+HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials", "epochs")
 
 
 @dataclass
@@ -73,8 +75,9 @@ def train_and_evaluate(
     features: Mapping[str, pd.DataFrame],
     model_type: str,
     fit: FitFunction,
-) -> dg.Output:
-    """Split the window, fit on the training rows, score on the test day, attach metadata."""
+    with_drift: bool = False,
+):
+    """Split the window, fit on the training rows, score on the test day, attach metadata and checks."""
     settings = get_settings()
     date, symbol = partition_date_symbol(context)
     data = split_window(features, date, settings.label_horizon)
@@ -96,7 +99,18 @@ def train_and_evaluate(
         "evaluation": evaluation.as_dict(),
     }
     context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
-    return dg.Output(TrainedModel(model=fitted.model, metrics=metrics), metadata=_metadata(evaluation, model_type, fitted.facts, png, plot_path))
+    yield dg.Output(TrainedModel(model=fitted.model, metrics=metrics), metadata=_metadata(evaluation, model_type, fitted.facts, png, plot_path))
+    metric = settings.select_metric
+    yield from model_check_results(
+        metric,
+        evaluation.scores[model_type][metric],
+        {name: evaluation.scores[name][metric] for name in evaluation.baselines},
+        data.train["timestamp"].max(),
+        data.test["timestamp"].min(),
+        purge_gap(settings.label_horizon),
+    )
+    if with_drift:
+        yield drift_check_result(features, date, settings.psi_warn)
 
 
 def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
@@ -110,7 +124,28 @@ def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], Non
     io_manager_key="model_io_manager",
     group_name="models",
     kinds={"lightgbm", "optuna"},
+    check_specs=model_checks("lgbm_model", drift=True),
 )
-def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]) -> dg.Output[TrainedModel]:
+def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]):
     """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
-    return train_and_evaluate(context, storage, features, "lgbm", _fit_lgbm)
+    yield from train_and_evaluate(context, storage, features, "lgbm", _fit_lgbm, with_drift=True)
+
+
+def _fit_tft(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
+    from levibot_assets.core.tft import train_tft  # torch loads only when a TFT trains
+
+    model = train_tft(data.train, settings, progress=progress)
+    return Fitted(model=model, facts=dict(model.training))
+
+
+@dg.asset(
+    partitions_def=PARTITIONS,
+    ins=features_window_in(),
+    io_manager_key="model_io_manager",
+    group_name="models",
+    kinds={"pytorch"},
+    check_specs=model_checks("tft_model"),
+)
+def tft_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]):
+    """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""
+    yield from train_and_evaluate(context, storage, features, "tft", _fit_tft)

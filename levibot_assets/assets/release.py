@@ -6,17 +6,11 @@ No `from __future__ import annotations` here: Dagster inspects the context type 
 import dagster as dg
 import pandas as pd
 
+from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.dataset import split_window
 from levibot_assets.core.model_api import TrainedModel
-from levibot_assets.core.release import (
-    CHAMPION,
-    Champion,
-    ReleaseDecision,
-    ReleaseError,
-    current_release_date,
-    decide,
-    evaluate_with_champion,
-)
+from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
+from levibot_assets.core.release import ReleaseDecision, ReleaseError, current_release_date, current_release_dir
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
 from levibot_assets.resources.io_managers import WINDOW_INPUT
 from levibot_assets.resources.storage import StorageResource
@@ -51,6 +45,7 @@ def _float(x) -> dg.MetadataValue:
     },
     group_name="release",
     kinds={"python"},
+    check_specs=RELEASE_CHECKS,
 )
 def best_release(
     context: dg.AssetExecutionContext,
@@ -58,8 +53,11 @@ def best_release(
     lgbm_model: TrainedModel,
     tft_model: TrainedModel,
     features: dict[str, pd.DataFrame],
-) -> dg.Output[ReleaseDecision]:
-    """Score lgbm, tft, the champion and the baselines on the same test-day rows, then decide."""
+):
+    """Score lgbm, tft, the champion and the baselines on the same test-day rows, then decide.
+
+    After the IO manager has published, the release in service is verified and must predict.
+    """
     date, symbol = partition_date_symbol(context)
     settings = get_settings()
     split = split_window(features, date, settings.label_horizon)
@@ -77,7 +75,7 @@ def best_release(
     )
     (context.log.info if decision.released else context.log.warning)(decision.reason)
     scores = decision.scores
-    return dg.Output(
+    yield dg.Output(
         decision,
         metadata={
             "released": dg.MetadataValue.bool(decision.released),
@@ -92,3 +90,4 @@ def best_release(
             "scores": dg.MetadataValue.md(evaluation.markdown_table()),
         },
     )
+    yield from release_check_results(current_release_dir(storage.layout, symbol), split.context)

@@ -27,14 +27,16 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class TrainTest:
-    """Rows to train on, rows to score, and the unfiltered frames that end on the test day.
+    """Rows to train on, rows to score, and the unfiltered frames they come from.
 
-    `context` holds the day before the test day and the test day itself, every row, so models
-    that need history (TFT) can predict the test rows from it; align by timestamp.
+    `history` is every row of the training days up to the purge cut (rows without a known label
+    included) and `context` every row of the day before the test day and of the test day, for
+    models that read history (TFT); align predictions on `context` to `test` by timestamp.
     """
 
     train: pd.DataFrame
     test: pd.DataFrame
+    history: pd.DataFrame
     context: pd.DataFrame
     test_date: dt.date
 
@@ -72,8 +74,9 @@ def split_window(
     train_days = [window[d] for d in sorted(window) if d < key and len(window[d])]
     if not train_days:
         raise DatasetError(f"no training days before {key} in the feature window")
-    train = training_rows(pd.concat(train_days, ignore_index=True).sort_values("timestamp", ignore_index=True))
-    train = train.loc[purged_before(train["timestamp"], day_start(test_date), horizon)].reset_index(drop=True)
+    history = pd.concat(train_days, ignore_index=True).sort_values("timestamp", ignore_index=True)
+    history = history.loc[purged_before(history["timestamp"], day_start(test_date), horizon)].reset_index(drop=True)
+    train = training_rows(history)
     test = training_rows(window[key])
     if len(train) < min_train_rows:
         raise DatasetError(f"too few training rows before {key}: {len(train)} < {min_train_rows}")
@@ -83,7 +86,8 @@ def split_window(
     _classes(test, f"test-day ({key})")
     previous = (test_date - dt.timedelta(days=1)).isoformat()
     context = pd.concat([window[d] for d in (previous, key) if d in window], ignore_index=True)
-    return TrainTest(train=train, test=test, context=context.sort_values("timestamp", ignore_index=True), test_date=test_date)
+    context = context.sort_values("timestamp", ignore_index=True)
+    return TrainTest(train=train, test=test, history=history, context=context, test_date=test_date)
 
 
 def align_to_rows(context: pd.DataFrame, proba: np.ndarray, rows: pd.DataFrame) -> np.ndarray:

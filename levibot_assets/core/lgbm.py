@@ -7,11 +7,13 @@ once on the whole training period; that model is the one saved and evaluated.
 
 Determinism: the TPE sampler is seeded and LightGBM runs with deterministic=True, force_row_wise,
 fixed seeds and a fixed thread count, so the same rows give a byte-identical `lgbm.txt` (with an
-in-memory study; a study shared by several processes through an RDB depends on their timing).
+in-memory study; a study shared by several processes through an RDB seeds each process
+differently and depends on their timing, so only the refit from its best trial is deterministic).
 The model is stored as LightGBM's native text format, never as a pickle.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +180,8 @@ def tune(
         study_name=study_name,
         load_if_exists=bool(storage),
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=SEED),
+        # Workers sharing a study need different seeds, or they would all propose the same trials.
+        sampler=optuna.samplers.TPESampler(seed=SEED + os.getpid() if storage else SEED),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     started = time.perf_counter()

@@ -6,7 +6,6 @@ blocks the graph is decided there. Rules never raise on bad data: bad data is wh
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +20,7 @@ from levibot_assets.core.features import (
     MAX_LOOKBACK,
 )
 from levibot_assets.core.ohlcv import BARS_PER_DAY, MINUTE, OHLCV_COLUMNS, PRICE_COLUMNS, find_gaps, zero_volume_streaks
+from levibot_assets.core.release import sha256_file
 
 HALT_MIN_MINUTES = 10  # a run of this many zero-volume bars looks like a trading halt
 LABEL_SHARE_BOUNDS = (0.30, 0.70)  # share of "up" labels outside this suggests a broken label
@@ -193,9 +193,10 @@ LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
 
 def beats_baselines(metric: str, score: float, baselines: Mapping[str, float]) -> QualityResult:
-    """The out-of-sample score must beat the best baseline on the same rows."""
+    """The out-of-sample score must beat the best baseline on the same rows (NaN baselines ignored)."""
+    baselines = {name: float(value) for name, value in baselines.items() if np.isfinite(value)}
     if not baselines:
-        return QualityResult(False, f"no baseline {metric} to compare with", {"oos_score": float(score)})
+        return QualityResult(False, f"no finite baseline {metric} to compare with", {"oos_score": float(score)})
     lower = metric in LOWER_IS_BETTER
     best_name = (min if lower else max)(baselines, key=lambda k: baselines[k])
     best = float(baselines[best_name])
@@ -225,14 +226,6 @@ def train_test_disjoint(
 
 
 # --- releases ----------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def release_files_intact(directory: Path, expected_sha256: Mapping[str, str]) -> QualityResult:

@@ -1,4 +1,6 @@
-"""Releases: the champion/challenger decision, dated release directories, hot deploy and rollback.
+"""Releases: the decision record, dated release directories, hot deploy, rollback and listing.
+
+(The rule that makes the decision lives in core.promotion; this module only needs what was decided.)
 
 On disk (paths from DataLayout only):
 
@@ -36,11 +38,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from levibot_assets.core.atomic import atomic_symlink, atomic_write_text
-from levibot_assets.core.dataset import TrainTest, align_to_rows
-from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.model_api import Classifier, TrainedModel, model_class
-from levibot_assets.settings import Settings
+from levibot_assets.core.model_api import Classifier, model_class
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -57,43 +56,24 @@ class ReleaseError(RuntimeError):
     """A release cannot be written, found, verified or rolled back to; the message says why."""
 
 
-# ----------------------------------------------------------------------------- the decision
+# ----------------------------------------------------------------------------- scores and the decision record
 
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def _finite(x: Any) -> bool:
+def is_score(x: Any) -> bool:
     return isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
 
 
 def beats(a: Any, b: Any, metric: str, margin: float = 0.0) -> bool:
     """Whether score `a` is better than `b` by more than `margin` (a non-finite `a` never beats)."""
-    if not _finite(a):
+    if not is_score(a):
         return False
-    if not _finite(b):
+    if not is_score(b):
         return True
     return float(a) > float(b) + margin if higher_is_better(metric) else float(a) < float(b) - margin
-
-
-def _best(scores: dict[str, Any], metric: str) -> tuple[str | None, float | None]:
-    finite = {k: float(v) for k, v in scores.items() if _finite(v)}
-    if not finite:
-        return None, None
-    pick = max if higher_is_better(metric) else min
-    name = pick(finite, key=finite.__getitem__)
-    return name, finite[name]
-
-
-@dataclass
-class Champion:
-    """The release in service for the symbol, scored on this partition's test rows."""
-
-    release_date: str
-    model_type: str
-    metrics: dict | None = None  # None when it could not be scored (see error)
-    error: str | None = None
 
 
 @dataclass
@@ -123,105 +103,6 @@ class ReleaseDecision:
     def from_json(cls, data: dict) -> "ReleaseDecision":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "model"}
         return cls(**known)
-
-
-def _fmt(x: Any) -> str:
-    return f"{float(x):.4f}" if _finite(x) else "n/a"
-
-
-def decide(
-    date: dt.date | str,
-    symbol: str,
-    candidates: dict[str, TrainedModel],
-    evaluation: Evaluation,
-    champion: Champion | None,
-    select_metric: str,
-    promote_margin: float = 0.0,
-    trained_on: list[str] | None = None,
-) -> ReleaseDecision:
-    """Promote the better candidate only if it beats the best baseline and the champion by the margin.
-
-    Every score comes from one `evaluation` (core.evaluation) of candidates, champion and baselines
-    on identical test rows; the champion's scores are also in `champion.metrics`.
-    """
-    date = date if isinstance(date, str) else date.isoformat()
-    m = select_metric
-    candidate_scores = {t: evaluation.scores[t] for t in candidates}
-    baselines = {b: evaluation.scores[b] for b in evaluation.baselines}
-    challenger_type, challenger_score = _best({t: s.get(m) for t, s in candidate_scores.items()}, m)
-    baseline_name, baseline_score = _best({n: s.get(m) for n, s in baselines.items()}, m)
-    champion_score = (champion.metrics or {}).get(m) if champion else None
-    common = dict(
-        date=date,
-        symbol=symbol,
-        select_metric=m,
-        challenger_type=challenger_type,
-        scores={
-            "challenger": challenger_score,
-            "champion": champion_score,
-            "best_baseline": baseline_score,
-            "best_baseline_name": baseline_name,
-        },
-        metrics={"candidates": candidate_scores, "champion": champion.metrics if champion else None, "baselines": baselines},
-        champion_release=champion.release_date if champion else None,
-        trained_on=list(trained_on or []),
-        test_rows=int(evaluation.facts["n_test_rows"]),
-    )
-    keep = f"champion {champion.release_date} stays in service" if champion else "nothing is in service for this symbol"
-    if challenger_type is None:
-        return ReleaseDecision(released=False, reason=f"no candidate has a finite {m}: nothing released; {keep}", **common)
-    trained = candidates[challenger_type]
-    challenger = f"{challenger_type} {m}={_fmt(challenger_score)}"
-    if not beats(challenger_score, baseline_score, m):
-        reason = f"{challenger} does not beat the best baseline {baseline_name} {m}={_fmt(baseline_score)}: nothing released; {keep}"
-        return ReleaseDecision(released=False, reason=reason, **common)
-    baseline_part = f"beats the best baseline {baseline_name} {m}={_fmt(baseline_score)}"
-    if champion is None:
-        reason = f"first release for {symbol}: {challenger} {baseline_part}"
-    elif champion.metrics is None or not _finite(champion_score):
-        reason = f"champion {champion.release_date} could not be scored ({champion.error or 'no score'}); {challenger} {baseline_part}"
-    elif beats(challenger_score, champion_score, m, promote_margin):
-        reason = (
-            f"{challenger} beats champion {champion.release_date} ({champion.model_type}) {m}={_fmt(champion_score)} "
-            f"by more than the margin {promote_margin:g} on the same {common['test_rows']} rows and {baseline_part}"
-        )
-    else:
-        reason = (
-            f"{challenger} does not beat champion {champion.release_date} ({champion.model_type}) "
-            f"{m}={_fmt(champion_score)} by more than the margin {promote_margin:g} on the same "
-            f"{common['test_rows']} rows: {keep}"
-        )
-        return ReleaseDecision(released=False, reason=reason, **common)
-    params = trained.metrics.get("best_params") or trained.metrics.get("params") or {}
-    return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
-
-
-CHAMPION = "champion"
-
-
-def evaluate_with_champion(
-    split: TrainTest,
-    candidates: dict[str, Classifier],
-    champion: Classifier | None,
-    settings: Settings,
-) -> tuple[Evaluation, str | None]:
-    """Score candidates, champion and baselines together on the test rows (core.evaluation).
-
-    Each model predicts on `split.context` (previous day + test day) so models needing history get
-    it; probabilities are picked out for the test rows by timestamp. A champion that fails to
-    predict is left out (the error is returned) rather than blocking the release.
-    """
-    probas = {name: align_to_rows(split.context, model.predict_proba(split.context), split.test) for name, model in candidates.items()}
-    champion_error = None
-    if champion is not None:
-        try:
-            p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
-            if not np.isfinite(p).any():
-                raise ReleaseError("no finite probability for any test row")
-            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, settings), None
-        except Exception as exc:  # a broken champion must not block a good challenger
-            champion_error = f"{type(exc).__name__}: {exc}"
-    return evaluate_models(split.test, probas, split.train, settings), champion_error
 
 
 # ----------------------------------------------------------------------------- files, hashes, locks
@@ -379,12 +260,19 @@ def _point_current(layout: DataLayout, date: str, symbol: str) -> None:
     atomic_symlink(target, link)
 
 
+def _linked_symbols(layout: DataLayout) -> list[str]:
+    """Symbols with a current/<SYMBOL> link (not the hidden temp links of a swap in progress)."""
+    current = layout.current_dir
+    if not current.is_dir():
+        return []
+    return sorted(p.name for p in current.iterdir() if p.is_symlink() and not p.name.startswith("."))
+
+
 def refresh_best_links(layout: DataLayout) -> dict[str, str]:
     """Point best_<type><suffix> at the best-scoring release in service, per model type."""
     with file_lock(layout, "best-links"):
         best: dict[str, tuple[float, Path]] = {}
-        current = layout.current_dir
-        symbols = sorted(p.name for p in current.iterdir() if p.is_symlink()) if current.is_dir() else []
+        symbols = _linked_symbols(layout)
         for symbol in symbols:
             release_dir = current_release_dir(layout, symbol)
             try:
@@ -394,7 +282,7 @@ def refresh_best_links(layout: DataLayout) -> dict[str, str]:
             model_type = manifest["model_type"]
             metric = manifest.get("select_metric", "auc")
             score = (manifest.get("decision", {}).get("scores") or {}).get("challenger")
-            if not _finite(score):
+            if not is_score(score):
                 continue
             key = float(score) if higher_is_better(metric) else -float(score)
             if model_type not in best or key > best[model_type][0]:
@@ -491,12 +379,11 @@ def _install_dir(staging: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def _remove_stale_staging(layout: DataLayout, date: str, symbol: str) -> None:
+def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
     """Staging dirs left by a crashed writer (callers hold the symbol lock, so none is live)."""
-    parent = layout.release_dir(date, symbol).parent
-    if parent.is_dir():
-        for stale in parent.glob(f".{symbol}.staging-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    pattern = layout.release_staging_dir("*", symbol, "*").relative_to(layout.root)
+    for stale in layout.root.glob(str(pattern)):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def build_manifest(decision: ReleaseDecision, files: dict[str, str], model_type: str) -> dict:
@@ -523,7 +410,7 @@ def write_release_dir(layout: DataLayout, decision: ReleaseDecision) -> Path:
     """
     if decision.model is None:
         raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
-    _remove_stale_staging(layout, decision.date, decision.symbol)
+    _remove_stale_staging(layout, decision.symbol)
     staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
     staging.mkdir(parents=True)
     try:
@@ -542,16 +429,8 @@ def write_release_dir(layout: DataLayout, decision: ReleaseDecision) -> Path:
 
 
 def _summary_entry(decision: ReleaseDecision, current: str | None) -> dict:
-    return {
-        "released": decision.released,
-        "reason": decision.reason,
-        "model_type": decision.challenger_type if decision.released else None,
-        "select_metric": decision.select_metric,
-        "scores": decision.scores,
-        "champion_release": decision.champion_release,
-        "current_release": current,
-        "test_rows": decision.test_rows,
-    }
+    """The whole decision (without the model) plus which release is in service after it."""
+    return {**decision.to_json(), "current_release": current}
 
 
 def publish(layout: DataLayout, decision: ReleaseDecision) -> dict:
@@ -587,25 +466,18 @@ def publish(layout: DataLayout, decision: ReleaseDecision) -> dict:
 
 
 def load_decision(layout: DataLayout, date: dt.date | str, symbol: str) -> ReleaseDecision:
-    """The recorded decision of a (date, symbol): from its manifest when released, else the summary."""
+    """The latest decision recorded for a (date, symbol) in summary.json.
+
+    If a crash came between the link swap and the summary update, the released manifest has it.
+    """
     date = date if isinstance(date, str) else date.isoformat()
+    entry = read_summary(layout, date).get("symbols", {}).get(symbol)
+    if entry is not None:
+        return ReleaseDecision.from_json(entry)
     release_dir = layout.release_dir(date, symbol)
     if (release_dir / MANIFEST).exists():
         return ReleaseDecision.from_json(read_manifest(release_dir)["decision"])
-    entry = read_summary(layout, date).get("symbols", {}).get(symbol)
-    if entry is None:
-        raise ReleaseError(f"no release decision recorded for {date}|{symbol}: materialize best_release for it first")
-    return ReleaseDecision(
-        date=date,
-        symbol=symbol,
-        released=False,
-        reason=entry["reason"],
-        select_metric=entry["select_metric"],
-        challenger_type=None,
-        scores=entry.get("scores") or {},
-        champion_release=entry.get("champion_release"),
-        test_rows=entry.get("test_rows"),
-    )
+    raise ReleaseError(f"no release decision recorded for {date}|{symbol}: materialize best_release for it first")
 
 
 # ----------------------------------------------------------------------------- listing and rollback
@@ -639,10 +511,7 @@ def released_symbols(layout: DataLayout) -> list[str]:
     if not root.is_dir():
         return []
     names = {s.name for d in root.iterdir() if d.is_dir() for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")}
-    current = layout.current_dir
-    if current.is_dir():
-        names |= {p.name for p in current.iterdir() if p.is_symlink()}
-    return sorted(names)
+    return sorted(names | set(_linked_symbols(layout)))
 
 
 def list_releases(layout: DataLayout, symbol: str | None = None) -> list[ReleaseInfo]:

@@ -30,7 +30,7 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,7 +190,8 @@ def _datasets(series: pd.DataFrame, horizon: int, validation_stride: int):
                 f"too few {name} samples: {len(dataset)} < {minimum} (each needs {ENCODER_LENGTH} "
                 "gap-free minutes of context and a known label)"
             )
-        classes = np.unique(dataset.data["target"][0][dataset.index["index_end"].to_numpy()].numpy())
+        targets = dataset.data["target"][0].numpy()
+        classes = np.unique(targets[dataset.index["index_end"].to_numpy()])
         if len(classes) < 2:
             raise TftTrainingError(f"the {name} samples hold a single class: a classifier cannot be trained")
     return train, valid
@@ -205,9 +206,9 @@ class TrainingReport:
     best_val_loss: float | None = None
     train_samples: int = 0
     validation_samples: int = 0
-    seconds: float = 0.0
+    train_seconds: float = 0.0
     device: str = "cpu"
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)  # one row per epoch
 
 
 def _callbacks(progress: Progress | None, started: float, report: TrainingReport):
@@ -215,7 +216,8 @@ def _callbacks(progress: Progress | None, started: float, report: TrainingReport
     import lightning.pytorch as pl
 
     class EpochLog(pl.Callback):
-        best_state: dict | None = None
+        def __init__(self):
+            self.best_state: dict | None = None
 
         def on_validation_end(self, trainer, module):
             if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
@@ -227,17 +229,21 @@ def _callbacks(progress: Progress | None, started: float, report: TrainingReport
 
         def on_train_epoch_end(self, trainer, module):
             metrics = trainer.callback_metrics
+
+            def loss(name: str) -> float | None:
+                return round(float(metrics[name]), 6) if name in metrics else None
+
             row = {
                 "epoch": trainer.current_epoch + 1,
-                "train_loss": float(metrics.get("train_loss_epoch", float("nan"))),
-                "val_loss": float(metrics.get("val_loss", float("nan"))),
+                "train_loss": loss("train_loss_epoch"),
+                "val_loss": loss("val_loss"),
                 "elapsed_s": round(time.monotonic() - started, 1),
             }
             report.history.append(row)
             if progress is not None:
                 progress(
-                    f"TFT epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
-                    f"val loss {row['val_loss']:.4f}, {row['elapsed_s']:.0f}s elapsed"
+                    f"TFT epoch {row['epoch']}: train loss {row['train_loss']}, "
+                    f"val loss {row['val_loss']}, {row['elapsed_s']:.0f}s elapsed"
                 )
 
     return EpochLog()
@@ -314,13 +320,13 @@ def train_tft(
         report.stop_reason = "time_budget"
     else:
         report.stop_reason = "max_epochs"
-    report.seconds = round(time.monotonic() - started, 2)
+    report.train_seconds = round(time.monotonic() - started, 2)
     if progress is not None:
         progress(
-            f"TFT trained {report.epochs} epoch(s) in {report.seconds:.0f}s on {report.device}, "
+            f"TFT trained {report.epochs} epoch(s) in {report.train_seconds:.0f}s on {report.device}, "
             f"stopped by {report.stop_reason.replace('_', ' ')}, best val loss {report.best_val_loss}"
         )
-    return TftClassifier(model.cpu().eval(), checkpoint, report.__dict__)
+    return TftClassifier(model.cpu().eval(), checkpoint, asdict(report))
 
 
 class TftClassifier:

@@ -1,0 +1,204 @@
+"""Out-of-sample scores of lgbm_model (and tft_model with --tft) on real Binance candles, vs baselines and a peer.
+
+Materializes raw_ohlcv + features for every day the training windows need, then the model assets
+for each (test day, symbol), all through Dagster (files source: the freqtrade JSON dumps in
+../shared/data/binance-spot-2023-03), into a temporary data directory and Dagster instance. Reads
+back each partition's `<model>_metrics.json` and writes a Markdown report: per symbol-day scores of
+every model and baseline, training times, and pooled AUC over all test rows (recomputed from the
+saved models on exactly the rows each asset scored).
+
+    .venv/bin/python benchmarks/models_real_data.py                       # the full run (21 models)
+    .venv/bin/python benchmarks/models_real_data.py --symbols BTCUSDT --start 2023-04-30 --end 2023-04-30 --trials 4
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FILES = Path(os.environ.get("LEVIBOT_SHARED_DATA") or REPO.parent / "shared" / "data") / "binance-spot-2023-03"
+PEER = {  # FreqAI LightGBMClassifier on the same data (measured by the issue's author)
+    "name": "FreqAI LightGBMClassifier",
+    "pooled_auc": 0.528,
+    "auc_by_symbol": {"BTCUSDT": 0.529, "ETHUSDT": 0.540, "SOLUSDT": 0.508},
+    "days_above_half": "18/21",
+    "seconds_per_model": 0.14,
+    "trading": "threshold rule lost 66% after 0.1% fees",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", default="BTCUSDT,ETHUSDT,SOLUSDT")
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 4, 24))
+    parser.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2023, 4, 30))
+    parser.add_argument("--trials", type=int, help="Optuna trials per model (default: LEVIBOT_OPTUNA_TRIALS or 32)")
+    parser.add_argument("--tft", action="store_true", help="also train tft_model (needs core/tft.py)")
+    parser.add_argument("--files-dir", type=Path, default=DEFAULT_FILES)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "models_real_data.md")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory (models, plots)")
+    return parser.parse_args()
+
+
+def configure_env(args: argparse.Namespace, data_dir: Path) -> None:
+    """Settings are read from the environment at import and at run time: set them before importing."""
+    if not (args.files_dir / "BTC_USDT-1m.json").exists():
+        sys.exit(f"real data not found in {args.files_dir} (pass --files-dir or set LEVIBOT_SHARED_DATA)")
+    os.environ.update(
+        {
+            "LEVIBOT_SOURCE": "files",
+            "LEVIBOT_FILES_DIR": str(args.files_dir),
+            "LEVIBOT_DATA_DIR": str(data_dir),
+            "LEVIBOT_START_DATE": "2023-03-17",
+            "LEVIBOT_SYMBOLS": args.symbols,
+        }
+    )
+    if args.trials:
+        os.environ["LEVIBOT_OPTUNA_TRIALS"] = str(args.trials)
+
+
+def window_frames(layout, test_date: dt.date, symbol: str, train_days: int):
+    import pandas as pd
+
+    days = [test_date - dt.timedelta(days=k) for k in range(train_days - 1, -1, -1)]
+    return {d.isoformat(): pd.read_parquet(layout.table("features", d, symbol)) for d in days
+            if layout.table("features", d, symbol).exists()}
+
+
+def rescore(layout, settings, model_types, test_date, symbol):
+    """Labels and P(up) of each model and baseline on the rows the asset scored (for pooled AUC)."""
+    import numpy as np
+
+    from levibot_assets.core.baselines import baseline_probabilities
+    from levibot_assets.core.dataset import align_to_rows, split_window
+    from levibot_assets.core.model_api import model_class
+
+    data = split_window(window_frames(layout, test_date, symbol, settings.train_days), test_date, settings.label_horizon)
+    probas = {}
+    for model_type in model_types:
+        model = model_class(model_type).load(layout.model_dir(test_date, symbol))
+        probas[model_type] = align_to_rows(data.context, model.predict_proba(data.context), data.test)
+    common = np.logical_and.reduce([np.isfinite(p) for p in probas.values()])
+    rows = data.test.loc[common].reset_index(drop=True)
+    probas = {name: p[common] for name, p in probas.items()}
+    probas.update(baseline_probabilities(data.train, rows))
+    return rows["label"].to_numpy(), probas
+
+
+def main() -> None:
+    args = parse_args()
+    symbols = args.symbols.split(",")
+    workdir = Path(tempfile.mkdtemp(prefix="levibot-models-bench-"))
+    configure_env(args, workdir / "data")
+
+    import dagster as dg
+    import numpy as np
+
+    from levibot_assets.core.layout import DataLayout
+    from levibot_assets.core.metrics import roc_auc
+    from levibot_assets.definitions import defs
+    from levibot_assets.materialize import date_range, materialize_partitions
+    from levibot_assets.settings import get_settings
+
+    settings = get_settings()
+    layout = DataLayout(settings.data_dir)
+    model_assets = ["lgbm_model"] + (["tft_model"] if args.tft else [])
+    known = {key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    missing = [a for a in model_assets if a not in known]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not defined in levibot_assets.definitions")
+    model_types = [a.removesuffix("_model") for a in model_assets]
+    test_days = date_range(args.start, args.end)
+    data_days = date_range(args.start - dt.timedelta(days=settings.train_days), args.end)  # + warm-up day
+
+    def log(run):
+        print(f"{run.date} {run.symbol}: {'ok' if run.success else 'FAILED'} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    started = time.perf_counter()
+    (workdir / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(workdir / "dagster")) as instance:
+        market = materialize_partitions(defs, data_days, symbols, ["raw_ohlcv", "features"], instance, log)
+        market_seconds = time.perf_counter() - started
+        runs = materialize_partitions(defs, test_days, symbols, model_assets, instance, log)
+    failed = [r for r in market + runs if not r.success]
+
+    lines = [
+        "# Out-of-sample model scores on real Binance 1-minute candles",
+        "",
+        f"Data: {args.files_dir.name} (files source). Test days {args.start} .. {args.end}, symbols {', '.join(symbols)}; "
+        f"each model trains on the {settings.train_days - 1} days before its test day (purged), label horizon "
+        f"{settings.label_horizon} bars, Optuna trials {settings.optuna_trials}, fees {settings.fee_bps:g} bps per side, "
+        f"threads {settings.threads}. Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        f"raw_ohlcv + features for {len(data_days)} days x {len(symbols)} symbols took {market_seconds:.0f} s.",
+        "",
+        "| day | symbol | model | AUC | accuracy | log loss | Sharpe after fees | trades | train s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    pooled_y, pooled_p = [], {}
+    per_model = {m: {"aucs": [], "seconds": [], "trades": 0} for m in model_types}
+    per_symbol = {(m, s): ([], []) for m in model_types for s in symbols}
+    for run in runs:
+        if not run.success:
+            lines.append(f"| {run.date} | {run.symbol} | FAILED (run {run.run_id}) | | | | | | |")
+            continue
+        model_dir = layout.model_dir(run.date, run.symbol)
+        for m in model_types:
+            metrics = json.loads((model_dir / f"{m}_metrics.json").read_text())
+            evaluation = metrics["evaluation"]
+            per_model[m]["aucs"].append(evaluation["scores"][m]["auc"])
+            per_model[m]["seconds"].append(metrics.get("train_seconds", float("nan")))
+            per_model[m]["trades"] += evaluation["scores"][m]["n_trades"]
+            for name in [m] + (evaluation["baselines"] if m == model_types[0] else []):
+                s = evaluation["scores"][name]
+                seconds = f"{metrics['train_seconds']:.1f}" if name == m and "train_seconds" in metrics else ""
+                label = f"**{name}**" if name == m else name
+                lines.append(
+                    f"| {run.date} | {run.symbol} | {label} | {s['auc']:.4f} | {s['accuracy']:.4f} | {s['log_loss']:.4f} "
+                    f"| {s['sharpe']:.2f} | {s['n_trades']} | {seconds} |"
+                )
+        y, probas = rescore(layout, settings, model_types, run.date, run.symbol)
+        pooled_y.append(y)
+        for name, p in probas.items():
+            pooled_p.setdefault(name, []).append(p)
+        for m in model_types:
+            per_symbol[(m, run.symbol)][0].append(y)
+            per_symbol[(m, run.symbol)][1].append(probas[m])
+
+    lines += ["", "## Pooled over all test rows", "", "| model | pooled AUC | " + " | ".join(f"{s} AUC" for s in symbols)
+              + " | days AUC > 0.5 | mean train s | trades |", "|---|---:|" + "---:|" * len(symbols) + "---:|---:|---:|"]
+    if pooled_y:
+        y_all = np.concatenate(pooled_y)
+        for name, parts in pooled_p.items():
+            if name in per_model:
+                stats = per_model[name]
+                by_symbol = [roc_auc(np.concatenate(per_symbol[(name, s)][0]), np.concatenate(per_symbol[(name, s)][1]))
+                             if per_symbol[(name, s)][0] else float("nan") for s in symbols]
+                lines.append(
+                    f"| **{name}** | {roc_auc(y_all, np.concatenate(parts)):.4f} | " + " | ".join(f"{a:.4f}" for a in by_symbol)
+                    + f" | {sum(a > 0.5 for a in stats['aucs'])}/{len(stats['aucs'])} | {np.mean(stats['seconds']):.1f} | {stats['trades']} |"
+                )
+            else:
+                lines.append(f"| {name} (baseline) | {roc_auc(y_all, np.concatenate(parts)):.4f} |" + " |" * len(symbols) + " | | |")
+    peer_symbols = " | ".join(f"{PEER['auc_by_symbol'].get(s, float('nan')):.3f}" for s in symbols)
+    lines.append(f"| {PEER['name']} (peer) | {PEER['pooled_auc']:.3f} | {peer_symbols} | {PEER['days_above_half']} "
+                 f"| {PEER['seconds_per_model']} | ({PEER['trading']}) |")
+    lines += ["", f"Failed runs: {len(failed)}" + (": " + ", ".join(f"{r.date} {r.symbol}" for r in failed) if failed else ""),
+              f"Total wall time: {time.perf_counter() - started:.0f} s."]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {args.out}")
+    if args.keep:
+        print(f"models, plots and the Dagster instance are kept in {workdir}")
+    else:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The champion/challenger rule: score everything on the same rows, promote only what has earned it.
+
+The challenger is the better candidate (lgbm, tft) by settings.select_metric (lower is better for
+log_loss and brier). It is released only if it beats the best baseline and, when a model is in
+service (the champion), beats the champion by more than settings.promote_margin, every score
+coming from one core.evaluation run on identical test-day rows (the day the champion never saw).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from levibot_assets.core.dataset import TrainTest, align_to_rows
+from levibot_assets.core.evaluation import Evaluation, evaluate_models
+from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.release import ReleaseDecision, ReleaseError, beats, higher_is_better, is_score
+from levibot_assets.settings import Settings
+
+
+def best_of(scores: dict[str, Any], metric: str) -> tuple[str | None, float | None]:
+    finite = {k: float(v) for k, v in scores.items() if is_score(v)}
+    if not finite:
+        return None, None
+    pick = max if higher_is_better(metric) else min
+    name = pick(finite, key=finite.__getitem__)
+    return name, finite[name]
+
+
+@dataclass
+class Champion:
+    """The release in service for the symbol, scored on this partition's test rows."""
+
+    release_date: str
+    model_type: str
+    metrics: dict | None = None  # None when it could not be scored (see error)
+    error: str | None = None
+
+
+def _fmt(x: Any) -> str:
+    return f"{float(x):.4f}" if is_score(x) else "n/a"
+
+
+def decide(
+    date: dt.date | str,
+    symbol: str,
+    candidates: dict[str, TrainedModel],
+    evaluation: Evaluation,
+    champion: Champion | None,
+    select_metric: str,
+    promote_margin: float = 0.0,
+    trained_on: list[str] | None = None,
+) -> ReleaseDecision:
+    """Promote the better candidate only if it beats the best baseline and the champion by the margin.
+
+    Every score comes from one `evaluation` (core.evaluation) of candidates, champion and baselines
+    on identical test rows; the champion's scores are also in `champion.metrics`.
+    """
+    date = date if isinstance(date, str) else date.isoformat()
+    m = select_metric
+    candidate_scores = {t: evaluation.scores[t] for t in candidates}
+    baselines = {b: evaluation.scores[b] for b in evaluation.baselines}
+    challenger_type, challenger_score = best_of({t: s.get(m) for t, s in candidate_scores.items()}, m)
+    baseline_name, baseline_score = best_of({n: s.get(m) for n, s in baselines.items()}, m)
+    champion_score = (champion.metrics or {}).get(m) if champion else None
+    common = dict(
+        date=date,
+        symbol=symbol,
+        select_metric=m,
+        challenger_type=challenger_type,
+        scores={
+            "challenger": challenger_score,
+            "champion": champion_score,
+            "best_baseline": baseline_score,
+            "best_baseline_name": baseline_name,
+        },
+        metrics={"candidates": candidate_scores, "champion": champion.metrics if champion else None, "baselines": baselines},
+        champion_release=champion.release_date if champion else None,
+        trained_on=list(trained_on or []),
+        test_rows=int(evaluation.facts["n_test_rows"]),
+    )
+    keep = f"champion {champion.release_date} stays in service" if champion else "nothing is in service for this symbol"
+    if challenger_type is None:
+        return ReleaseDecision(released=False, reason=f"no candidate has a finite {m}: nothing released; {keep}", **common)
+    trained = candidates[challenger_type]
+    challenger = f"{challenger_type} {m}={_fmt(challenger_score)}"
+    if not beats(challenger_score, baseline_score, m):
+        reason = f"{challenger} does not beat the best baseline {baseline_name} {m}={_fmt(baseline_score)}: nothing released; {keep}"
+        return ReleaseDecision(released=False, reason=reason, **common)
+    baseline_part = f"beats the best baseline {baseline_name} {m}={_fmt(baseline_score)}"
+    if champion is None:
+        reason = f"first release for {symbol}: {challenger} {baseline_part}"
+    elif champion.metrics is None or not is_score(champion_score):
+        reason = f"champion {champion.release_date} could not be scored ({champion.error or 'no score'}); {challenger} {baseline_part}"
+    elif beats(challenger_score, champion_score, m, promote_margin):
+        reason = (
+            f"{challenger} beats champion {champion.release_date} ({champion.model_type}) {m}={_fmt(champion_score)} "
+            f"by more than the margin {promote_margin:g} on the same {common['test_rows']} rows and {baseline_part}"
+        )
+    else:
+        reason = (
+            f"{challenger} does not beat champion {champion.release_date} ({champion.model_type}) "
+            f"{m}={_fmt(champion_score)} by more than the margin {promote_margin:g} on the same "
+            f"{common['test_rows']} rows: {keep}"
+        )
+        return ReleaseDecision(released=False, reason=reason, **common)
+    params = trained.metrics.get("best_params") or trained.metrics.get("params") or {}
+    return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
+
+
+CHAMPION = "champion"
+
+
+def evaluate_with_champion(
+    split: TrainTest,
+    candidates: dict[str, Classifier],
+    champion: Classifier | None,
+    settings: Settings,
+) -> tuple[Evaluation, str | None]:
+    """Score candidates, champion and baselines together on the test rows (core.evaluation).
+
+    Each model predicts on `split.context` (previous day + test day) so models needing history get
+    it; probabilities are picked out for the test rows by timestamp. A champion that fails to
+    predict is left out (the error is returned) rather than blocking the release.
+    """
+    probas = {name: align_to_rows(split.context, model.predict_proba(split.context), split.test) for name, model in candidates.items()}
+    champion_error = None
+    if champion is not None:
+        try:
+            p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
+            if not np.isfinite(p).any():
+                raise ReleaseError("no finite probability for any test row")
+            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, settings), None
+        except Exception as exc:  # a broken champion must not block a good challenger
+            champion_error = f"{type(exc).__name__}: {exc}"
+    return evaluate_models(split.test, probas, split.train, settings), champion_error

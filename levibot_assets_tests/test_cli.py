@@ -1,0 +1,116 @@
+"""The `levibot` command: releases, rollback and predict, with clear errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from levibot_assets.cli import COMMANDS, main
+from levibot_assets.core.atomic import atomic_write_parquet
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.release import current_release_date, publish, read_history
+from levibot_assets.serving import load_current
+from levibot_assets_tests import release_fixtures as rf
+from levibot_assets_tests.conftest import REPO_ROOT
+
+DATES = ["2025-10-01", "2025-10-02", "2025-10-03"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return rf.lgbm()
+
+
+@pytest.fixture
+def layout(tmp_path, model) -> DataLayout:
+    layout = DataLayout(tmp_path / "data")
+    for i, date in enumerate(DATES):
+        publish(layout, rf.released_decision(date, rf.SYMBOL, model, score=0.51 + i / 100))
+    return layout
+
+
+def run(layout: DataLayout, *argv: str) -> int:
+    return main([argv[0], "--data-dir", str(layout.root), *argv[1:]])
+
+
+def test_subcommands_are_registered_in_one_place():
+    assert {"releases", "rollback", "predict"} <= set(COMMANDS)
+
+
+def test_releases_lists_scores_and_marks_the_current_one(layout, capsys):
+    assert run(layout, "releases", "--symbol", rf.SYMBOL) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "score" in lines[0] and len(lines) == 4
+    assert lines[3].startswith("* BTCUSDT") and "2025-10-03" in lines[3] and "0.5300" in lines[3]
+    assert not any(line.startswith("*") for line in lines[1:3])
+
+
+def test_releases_without_any(tmp_path, capsys):
+    assert main(["releases", "--data-dir", str(tmp_path)]) == 0
+    assert "no releases" in capsys.readouterr().out
+
+
+def test_rollback_previous_then_forward(layout, capsys):
+    assert run(layout, "rollback", "--symbol", rf.SYMBOL, "--to", "previous") == 0
+    assert "now serving 2025-10-02 (was 2025-10-03)" in capsys.readouterr().out
+    assert run(layout, "rollback", "--symbol", rf.SYMBOL, "--to", "2025-10-03") == 0
+    assert current_release_date(layout, rf.SYMBOL) == "2025-10-03"
+    assert [e["event"] for e in read_history(layout)][-2:] == ["rollback", "rollback"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--symbol", "ETHUSDT", "--to", "previous"], "no releases for symbol 'ETHUSDT'"),
+        (["--symbol", rf.SYMBOL, "--to", "2024-01-01"], "has no release dated 2024-01-01"),
+        (["--symbol", rf.SYMBOL, "--to", "last week"], "neither 'previous' nor a YYYY-MM-DD"),
+    ],
+)
+def test_rollback_errors_are_one_clear_line(layout, capsys, argv, message):
+    assert run(layout, "rollback", *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert current_release_date(layout, rf.SYMBOL) == "2025-10-03"
+
+
+def test_rollback_to_a_tampered_release_is_refused(layout, capsys):
+    path = layout.release_dir("2025-10-02", rf.SYMBOL) / "lgbm.txt"
+    path.write_bytes(path.read_bytes()[:-10])
+    assert run(layout, "rollback", "--symbol", rf.SYMBOL, "--to", "previous") == 2
+    assert "does not match the sha256" in capsys.readouterr().err
+    assert current_release_date(layout, rf.SYMBOL) == "2025-10-03"
+
+
+def test_invalid_symbol_is_rejected_by_the_parser(layout, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(layout, "rollback", "--symbol", "btc/usdt", "--to", "previous")
+    assert exit_info.value.code == 2
+    assert "invalid symbol 'btc/usdt'" in capsys.readouterr().err
+
+
+def test_predict_prints_the_up_probability_of_the_latest_bar(layout, capsys):
+    window = rf.feature_window(days=2)
+    for day, frame in window.items():
+        atomic_write_parquet(layout.table("features", day, rf.SYMBOL), frame)
+    assert run(layout, "predict", "--symbol", rf.SYMBOL) == 0
+    out = capsys.readouterr().out
+    last = window[max(window)].iloc[[-1]]
+    expected = float(load_current(rf.SYMBOL, layout.root).predict_proba(last)[0])
+    assert f"P(up over the next 15 bars) = {expected:.4f}" in out
+    assert str(last["timestamp"].iloc[0]) in out and "release 2025-10-03, lgbm" in out
+
+
+def test_predict_without_features_says_what_to_do(layout, capsys):
+    assert run(layout, "predict", "--symbol", rf.SYMBOL) == 2
+    assert "materialize features first" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs(layout):
+    result = subprocess.run(
+        [sys.executable, "-m", "levibot_assets.cli", "releases", "--data-dir", str(layout.root)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "* BTCUSDT" in result.stdout
