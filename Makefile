@@ -21,8 +21,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
+# The nightly graph for the last complete UTC day: first the training window's data (14 days
+# before it), then every asset of that day; prints the release summary at the end.
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/levibot materialize --days 15 --select raw_ohlcv,features
+	$(BIN)/levibot materialize --days 1
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -47,6 +47,7 @@ _DRIFT = {"feature_drift": (WARN, "PSI of each feature, test day vs training day
 _RELEASE = {
     "release_files_intact": (ERROR, "every file of the manifest exists with its sha256"),
     "release_predicts": (ERROR, "the released model loads and predicts probabilities in [0, 1]"),
+    "model_in_service": (WARN, "a model that beat the baselines is in service: released now or the champion kept"),
 }
 
 
@@ -166,11 +167,21 @@ def drift_check_result(window: Mapping[str, pd.DataFrame], test_date: dt.date, t
     )
 
 
-def release_check_results(release_dir: Path | None, sample: pd.DataFrame) -> list[dg.AssetCheckResult]:
-    """Verify the release in service (`release_dir`, None when there is none) and score `sample`."""
+def release_check_results(
+    release_dir: Path | None, sample: pd.DataFrame, released: bool, reason: str
+) -> list[dg.AssetCheckResult]:
+    """Verify the release in service (`release_dir`, None when there is none) and score `sample`.
+
+    `released`/`reason` are this partition's decision: nothing in service after it is a WARN.
+    """
+    in_service = check_result(
+        "model_in_service",
+        quality.QualityResult(release_dir is not None, reason if release_dir is not None or released else
+                              f"nothing released and no model in service: {reason}", {"released": released}),
+    )
     if release_dir is None:
         nothing = quality.QualityResult(True, "no release in service yet")
-        return [check_result("release_files_intact", nothing), check_result("release_predicts", nothing)]
+        return [check_result("release_files_intact", nothing), check_result("release_predicts", nothing), in_service]
     try:
         files = read_manifest(release_dir)["files"]
         intact = quality.release_files_intact(release_dir, {name: info.get("sha256") for name, info in files.items()})
@@ -181,4 +192,4 @@ def release_check_results(release_dir: Path | None, sample: pd.DataFrame) -> lis
         if intact.passed
         else quality.QualityResult(False, "not loaded: the files do not match the manifest (unsafe to unpickle)")
     )
-    return [check_result("release_files_intact", intact), check_result("release_predicts", predicts)]
+    return [check_result("release_files_intact", intact), check_result("release_predicts", predicts), in_service]

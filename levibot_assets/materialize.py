@@ -15,6 +15,10 @@ import dagster as dg
 from levibot_assets.partitions import partition_key
 
 
+# The console shows warnings and errors only; the full event log is in the instance (UI).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass(frozen=True)
 class PartitionRun:
     date: dt.date
@@ -53,7 +57,8 @@ def materialize_partitions(
                 partition_key=partition_key(date, symbol),
                 asset_selection=keys,
                 raise_on_error=False,
-                tags={"levibot/trigger": "cli"},
+                run_config=QUIET_CONSOLE,
+                tags={"levibot/trigger": "cli", "levibot/symbol": symbol},
             )
             run = PartitionRun(date, symbol, result.success, result.run_id)
             on_run(run)

@@ -84,7 +84,14 @@ def running(
         stop(process, first_signal=first_signal)
 
 
-def wait_until(predicate, timeout_s: float, what: str, process: subprocess.Popen | None = None, log_path: Path | None = None, interval_s: float = 0.5):
+def wait_until(
+    predicate,
+    timeout_s: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+    interval_s: float = 0.5,
+):
     """Poll `predicate()` until it returns a truthy value; fail with the log tail on timeout or exit."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -52,7 +52,7 @@ def _tune_worker(train: pd.DataFrame, storage: str, barrier, results) -> None:
     results.put((os.getpid(), len(ran)))
 
 
-def test_two_processes_share_one_study_and_the_refit_takes_its_best_trial(postgres_server, tmp_path):  # noqa: F811
+def test_two_processes_share_one_study_and_the_refit_takes_its_best_trial(postgres_server):  # noqa: F811
     storage = postgres_server.url(postgres_server.create_database("optuna"))
     # Optuna creates its tables on first use, and two processes doing so at once on an empty
     # database collide (duplicate "studydirection" type): create the schema once before the

@@ -386,6 +386,14 @@ def test_best_release_asset_writes_through_the_release_io_manager(tmp_path, monk
     assert meta["released"].value is True and meta["challenger"].value == "tft"
     assert current_release_date(layout, rf.SYMBOL) == rf.TEST_DATE.isoformat()
     assert read_manifest(layout.release_dir(rf.TEST_DATE, rf.SYMBOL))["model_type"] == "skill"
+    with dg.instance_for_test() as instance:  # loading best_release back goes through the same IO manager
+        context = dg.build_input_context(
+            asset_key=dg.AssetKey("best_release"), partition_key=partition_key(rf.TEST_DATE, rf.SYMBOL),
+            asset_partitions_def=PARTITIONS, instance=instance,
+        )
+        loaded = resources["release_io_manager"].load_input(context)
+    assert loaded.released and loaded.reason == meta["reason"].value
+    assert isinstance(loaded.model, rf.SkillClassifier) and loaded.model.skill == 1.5
 
     publish(layout, rf.released_decision(D1, rf.SYMBOL, rf.lgbm()))
     ok = rollback_job.execute_in_process(

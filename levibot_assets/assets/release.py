@@ -90,4 +90,6 @@ def best_release(
             "scores": dg.MetadataValue.md(evaluation.markdown_table()),
         },
     )
-    yield from release_check_results(current_release_dir(storage.layout, symbol), split.context)
+    yield from release_check_results(
+        current_release_dir(storage.layout, symbol), split.context, decision.released, decision.reason
+    )

@@ -1,0 +1,48 @@
+"""best_release's checks when nothing beats the baselines: no release, a failed WARN check."""
+import dagster as dg
+
+from levibot_assets.assets.release import best_release
+from levibot_assets.core.atomic import atomic_write_parquet
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.model_api import MODEL_CLASSES
+from levibot_assets.partitions import PARTITIONS, partition_key
+from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
+from levibot_assets.resources.release_io_manager import ReleaseIOManager
+from levibot_assets.resources.storage import StorageResource
+from levibot_assets_tests import release_fixtures as rf
+
+
+def test_no_release_is_said_clearly_and_fails_a_warn_check(tmp_path, monkeypatch):
+    rf.register_skill(monkeypatch)
+    for slot in ("lgbm", "tft"):  # both candidates rank worse than a coin: they cannot beat the baselines
+        monkeypatch.setitem(MODEL_CLASSES, slot, MODEL_CLASSES["skill"])
+    layout = DataLayout(tmp_path / "data")
+    storage = StorageResource(data_dir=str(layout.root))
+    for day, frame in rf.feature_window(days=3).items():
+        atomic_write_parquet(layout.table("features", day, rf.SYMBOL), frame)
+    model_dir = layout.model_dir(rf.TEST_DATE, rf.SYMBOL)
+    rf.SkillClassifier(-3.0).save(model_dir)
+    for slot in ("lgbm", "tft"):
+        (model_dir / f"{slot}_metrics.json").write_text("{}")
+    sources = [
+        dg.SourceAsset(name, partitions_def=PARTITIONS, io_manager_key=key)
+        for name, key in (("features", "parquet_io_manager"), ("lgbm_model", "model_io_manager"),
+                          ("tft_model", "model_io_manager"))
+    ]
+    resources = {
+        "storage": storage,
+        "parquet_io_manager": ParquetIOManager(storage=storage),
+        "model_io_manager": ModelIOManager(storage=storage),
+        "release_io_manager": ReleaseIOManager(storage=storage),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([best_release, *sources], partition_key=partition_key(rf.TEST_DATE, rf.SYMBOL),
+                                resources=resources, instance=instance, selection=[best_release])
+    assert result.success  # a WARN check does not fail the run
+    meta = result.asset_materializations_for_node("best_release")[0].metadata
+    assert meta["released"].value is False and "baseline" in meta["reason"].value
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    in_service = checks["model_in_service"]
+    assert not in_service.passed and in_service.severity == dg.AssetCheckSeverity.WARN
+    assert "nothing released and no model in service" in in_service.description
+    assert not layout.current_link(rf.SYMBOL).exists() and not layout.release_dir(rf.TEST_DATE, rf.SYMBOL).exists()
