@@ -153,6 +153,29 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=states)
 
 
+def _open_study(storage: str | None, study_name: str | None) -> optuna.Study:
+    """Create or join the study; retried once because two workers creating Optuna's schema in an
+    empty database at the same instant collide (optuna/optuna#1092)."""
+    import sqlalchemy.exc
+
+    def create() -> optuna.Study:
+        return optuna.create_study(
+            storage=storage or None,
+            study_name=study_name,
+            load_if_exists=bool(storage),
+            direction="minimize",
+            # Workers sharing a study need different seeds, or they would all propose the same trials.
+            sampler=optuna.samplers.TPESampler(seed=SEED + os.getpid() if storage else SEED),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        )
+
+    try:
+        return create()
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        time.sleep(0.5)
+        return create()
+
+
 def tune(
     train: pd.DataFrame,
     settings: Settings,
@@ -164,7 +187,7 @@ def tune(
 ) -> TuningResult:
     """Tune on purged walk-forward folds of `train`; returns the study's best parameters.
 
-    With `storage` (an RDB URL such as postgresql://..., default settings.optuna_storage) the study
+    With `storage` (an RDB URL such as postgresql+psycopg2://..., default settings.optuna_storage) the study
     `study_name` is created or joined (load_if_exists), so several processes calling tune() at once
     share its trials; together they stop at `n_trials` finished trials (default
     settings.optuna_trials). Without storage the study lives in memory and is deterministic.
@@ -175,15 +198,7 @@ def tune(
         raise ValueError("a shared Optuna storage needs a study_name (one per (date, symbol))")
     folds = walk_forward_splits(train["timestamp"], settings.label_horizon, n_folds=N_FOLDS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=storage or None,
-        study_name=study_name,
-        load_if_exists=bool(storage),
-        direction="minimize",
-        # Workers sharing a study need different seeds, or they would all propose the same trials.
-        sampler=optuna.samplers.TPESampler(seed=SEED + os.getpid() if storage else SEED),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-    )
+    study = _open_study(storage, study_name)
     started = time.perf_counter()
     remaining = n_trials - len(_finished(study))
     if remaining > 0:
