@@ -57,7 +57,7 @@ def test_two_processes_share_one_study_and_the_refit_takes_its_best_trial(postgr
     # Optuna creates its tables on first use, and two processes doing so at once on an empty
     # database collide (duplicate "studydirection" type): create the schema once before the
     # workers start, as Optuna's maintainers advise (optuna/optuna#1092). The deployment does the
-    # same once (docs/readme/deployment.md).
+    # same once (README.md, Deployment).
     optuna.storages.RDBStorage(storage).engine.dispose()
     train = _train_rows()
 
