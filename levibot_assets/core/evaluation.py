@@ -16,7 +16,7 @@ import pandas as pd
 
 from levibot_assets.core.baselines import baseline_probabilities
 from levibot_assets.core.features import FORWARD_RETURN_COLUMN, LABEL_COLUMN
-from levibot_assets.core.metrics import TradingResult, classification_scores, edge_threshold, trading_rule
+from levibot_assets.core.metrics import TradingResult, classification_scores, edge_threshold, higher_is_better, trading_rule
 from levibot_assets.settings import Settings
 
 SCORE_COLUMNS = ("auc", "accuracy", "log_loss", "brier", "sharpe", "n_trades", "total_return")
@@ -36,8 +36,7 @@ class Evaluation:
     facts: dict[str, Any]  # rows, time range, threshold, fees, horizon
 
     def best_baseline(self, metric: str = "auc") -> tuple[str, float]:
-        higher_is_better = metric not in ("log_loss", "brier")
-        pick = max if higher_is_better else min
+        pick = max if higher_is_better(metric) else min
         name = pick(self.baselines, key=lambda b: self.scores[b][metric])
         return name, self.scores[name][metric]
 

@@ -24,6 +24,12 @@ import pandas as pd
 
 from levibot_assets.core.ohlcv import MINUTE
 
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})  # every other score: higher is better
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
 MINUTES_PER_YEAR = 365 * 1440
 _EPS = 1e-15
 

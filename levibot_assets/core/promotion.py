@@ -16,7 +16,8 @@ import numpy as np
 from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.model_api import Classifier, TrainedModel
-from levibot_assets.core.release import ReleaseDecision, ReleaseError, beats, higher_is_better, is_score
+from levibot_assets.core.metrics import higher_is_better
+from levibot_assets.core.release import ReleaseDecision, ReleaseError, beats, is_score
 from levibot_assets.settings import Settings
 
 

@@ -20,6 +20,7 @@ from levibot_assets.core.features import (
     MAX_LOOKBACK,
 )
 from levibot_assets.core.ohlcv import BARS_PER_DAY, MINUTE, OHLCV_COLUMNS, PRICE_COLUMNS, find_gaps, zero_volume_streaks
+from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.release import sha256_file
 
 HALT_MIN_MINUTES = 10  # a run of this many zero-volume bars looks like a trading halt
@@ -189,15 +190,12 @@ def label_balance(frame: pd.DataFrame, bounds: tuple[float, float] = LABEL_SHARE
 
 # --- models ------------------------------------------------------------------------------------
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
-
-
 def beats_baselines(metric: str, score: float, baselines: Mapping[str, float]) -> QualityResult:
     """The out-of-sample score must beat the best baseline on the same rows (NaN baselines ignored)."""
     baselines = {name: float(value) for name, value in baselines.items() if np.isfinite(value)}
     if not baselines:
         return QualityResult(False, f"no finite baseline {metric} to compare with", {"oos_score": float(score)})
-    lower = metric in LOWER_IS_BETTER
+    lower = not higher_is_better(metric)
     best_name = (min if lower else max)(baselines, key=lambda k: baselines[k])
     best = float(baselines[best_name])
     score = float(score)

@@ -37,13 +37,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from levibot_assets.core.atomic import atomic_symlink, atomic_write_text
+from levibot_assets.core.atomic import atomic_symlink, atomic_write_text, fsync_dir
+from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, model_class
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 # The file each global best_<type><suffix> link points at.
 MAIN_FILE = {"lgbm": "lgbm.txt", "tft": "tft.ckpt"}
 LIBRARIES = (
@@ -57,10 +57,6 @@ class ReleaseError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- scores and the decision record
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def is_score(x: Any) -> bool:
@@ -150,14 +146,6 @@ def _jsonable(value: Any) -> Any:
 
 def _dumps(data: Any) -> str:
     return json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:
@@ -376,7 +364,7 @@ def _install_dir(staging: Path, final: Path) -> None:
         os.rename(final, old)
         os.rename(staging, final)
         shutil.rmtree(old)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
@@ -419,7 +407,7 @@ def write_release_dir(layout: DataLayout, decision: ReleaseDecision) -> Path:
             raise ReleaseError(f"{decision.model.model_type}.save wrote no files")
         files = {p.name: sha256_file(p) for p in written}
         atomic_write_text(staging / MANIFEST, _dumps(build_manifest(decision, files, decision.model.model_type)))
-        _fsync_dir(staging)
+        fsync_dir(staging)
         final = layout.release_dir(decision.date, decision.symbol)
         _install_dir(staging, final)
     except BaseException:
