@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,19 @@ def plain_backfill(dates, symbols, data_dir: Path) -> None:
             atomic_write_parquet(layout.table("features", date, symbol), frame)
 
 
-def dagster_backfill(dates, symbols, data_dir: Path, home: Path) -> int:
+def postgres_backfill(dates, symbols, data_dir: Path, home: Path) -> int:
+    """The same runs with the deployment's storage: a PostgreSQL server started on 127.0.0.1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from levibot_assets_tests.postgres import postgres_running
+
+    with postgres_running() as server:
+        db = server.create_database("dagster")
+        storage = {"storage": {"postgres": {"postgres_url": server.url(db)}}}
+        return dagster_backfill(dates, symbols, data_dir, home, storage)
+
+
+def dagster_backfill(dates, symbols, data_dir: Path, home: Path | None, overrides: dict | None = None) -> int:
+    """One in-process run per partition; `home` None keeps runs and events in memory."""
     import dagster as dg
 
     from levibot_assets.definitions import ASSETS, build_resources
@@ -46,8 +59,12 @@ def dagster_backfill(dates, symbols, data_dir: Path, home: Path) -> int:
 
     settings = Settings.from_env({**os.environ, "LEVIBOT_DATA_DIR": str(data_dir), "LEVIBOT_SOURCE": "synthetic"})
     defs = dg.Definitions(assets=ASSETS, resources=build_resources(settings))
+    if home is None:
+        with dg.DagsterInstance.ephemeral() as instance:
+            runs = materialize_partitions(defs, dates, symbols, ["raw_ohlcv", "features"], instance)
+        return sum(not r.success for r in runs)
     home.mkdir(parents=True, exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
         runs = materialize_partitions(defs, dates, symbols, ["raw_ohlcv", "features"], instance)
     return sum(not r.success for r in runs)
 
@@ -76,6 +93,14 @@ def main() -> None:
         failures = dagster_backfill(dates, symbols, tmp / "dagster", tmp / "home")
         through_dagster = time.perf_counter() - t0
         dagster_rss = peak_rss_mib()
+        t0 = time.perf_counter()
+        failures += dagster_backfill(dates, symbols, tmp / "dagster-memory", None)
+        in_memory = time.perf_counter() - t0
+        memory_rss = peak_rss_mib()
+        t0 = time.perf_counter()
+        failures += postgres_backfill(dates, symbols, tmp / "dagster-postgres", tmp / "home-pg")
+        with_postgres = time.perf_counter() - t0
+        postgres_rss = peak_rss_mib()
         for asset in ("raw_ohlcv", "features"):
             for date in dates[:2]:
                 a = (tmp / "plain" / asset / date.isoformat() / "BTCUSDT.parquet").read_bytes()
@@ -92,6 +117,10 @@ def main() -> None:
             f"| plain Python (core functions) | {plain:.1f} | {plain / n:.3f} | 1.00 | {plain_rss:.0f} |",
             f"| Dagster (one in-process run per partition, SQLite instance) | {through_dagster:.1f} | "
             f"{through_dagster / n:.3f} | {through_dagster / plain:.2f} | {dagster_rss:.0f} |",
+            f"| Dagster (same, in-memory instance: no event storage on disk) | {in_memory:.1f} | "
+            f"{in_memory / n:.3f} | {in_memory / plain:.2f} | {memory_rss:.0f} |",
+            f"| Dagster (same, PostgreSQL storage as deployed; includes server start) | {with_postgres:.1f} | "
+            f"{with_postgres / n:.3f} | {with_postgres / plain:.2f} | {postgres_rss:.0f} |",
             "",
             f"failed runs: {failures}; outputs of both runs byte-identical (checked on samples).",
         ]

@@ -96,7 +96,10 @@ def find_gaps(df: pd.DataFrame, date: dt.date) -> list[Gap]:
     return [Gap(expected[s], expected[e]) for s, e in zip(starts, ends)]
 
 
-def zero_volume_streaks(df: pd.DataFrame, min_length: int = 10) -> list[Gap]:
+HALT_MIN_MINUTES = 10  # a run of this many zero-volume bars looks like a trading halt
+
+
+def zero_volume_streaks(df: pd.DataFrame, min_length: int = HALT_MIN_MINUTES) -> list[Gap]:
     """Runs of at least `min_length` consecutive zero-volume bars (exchange halts look like this)."""
     zero = (df["volume"].to_numpy() == 0).astype(np.int8)
     if not zero.any():

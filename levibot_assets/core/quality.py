@@ -19,11 +19,18 @@ from levibot_assets.core.features import (
     LABEL_COLUMN,
     MAX_LOOKBACK,
 )
-from levibot_assets.core.ohlcv import BARS_PER_DAY, MINUTE, OHLCV_COLUMNS, PRICE_COLUMNS, find_gaps, zero_volume_streaks
+from levibot_assets.core.ohlcv import (
+    BARS_PER_DAY,
+    HALT_MIN_MINUTES,
+    MINUTE,
+    OHLCV_COLUMNS,
+    PRICE_COLUMNS,
+    find_gaps,
+    zero_volume_streaks,
+)
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.release import sha256_file
 
-HALT_MIN_MINUTES = 10  # a run of this many zero-volume bars looks like a trading halt
 LABEL_SHARE_BOUNDS = (0.30, 0.70)  # share of "up" labels outside this suggests a broken label
 _MAX_LISTED = 20  # examples listed in a description; counts are always complete
 
