@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -161,7 +162,9 @@ def materialize_command(args: argparse.Namespace) -> int:
         runs = materialize_partitions(defs, dates, symbols, selection, instance, on_run=report)
     summary = DataLayout(settings.data_dir).release_summary(end)
     if summary.exists():
-        print(f"release summary {summary}:\n{summary.read_text()}")
+        print(f"release summary of {end} ({summary}):")
+        for symbol, decision in sorted(json.loads(summary.read_text())["symbols"].items()):
+            print(f"  {symbol}: {'RELEASED' if decision['released'] else 'not released'} - {decision['reason']}")
     failed = [r for r in runs if not r.success]
     print(f"{len(runs) - len(failed)} of {len(runs)} runs succeeded")
     return 1 if failed else 0

@@ -28,8 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -281,9 +283,14 @@ def train_tft(
     )
     gpu = torch.cuda.is_available()
     report = TrainingReport(train_samples=len(train), validation_samples=len(valid), device="gpu" if gpu else "cpu")
-    model = TemporalFusionTransformer.from_dataset(
-        train, loss=CrossEntropy(), log_interval=-1, log_val_interval=-1, **config.network_kwargs()
-    )
+    # Lightning's device banner and tips (INFO) and pytorch-forecasting's hyperparameter warning
+    # about nn.Module attributes would drown the per-epoch lines in the run log.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
+        model = TemporalFusionTransformer.from_dataset(
+            train, loss=CrossEntropy(), log_interval=-1, log_val_interval=-1, **config.network_kwargs()
+        )
     epoch_log = _callbacks(progress, started, report)
     early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)
     remaining_s = max(budget_s - (time.monotonic() - started), 0.001)
