@@ -45,8 +45,6 @@ from levibot_assets.core.release import (
 from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
 from levibot_assets.partitions import PARTITIONS, partition_key
-from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
-from levibot_assets.resources.release_io_manager import ReleaseIOManager
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import Settings
 from levibot_assets_tests import release_fixtures as rf
@@ -366,21 +364,8 @@ def test_best_release_asset_writes_through_the_release_io_manager(tmp_path, monk
     (model_dir / "lgbm_metrics.json").write_text(json.dumps({"best_params": {"num_leaves": 7}}))
     (model_dir / "tft_metrics.json").write_text("{}")
 
-    sources = [
-        dg.SourceAsset(name, partitions_def=PARTITIONS, io_manager_key=key)
-        for name, key in (("features", "parquet_io_manager"), ("lgbm_model", "model_io_manager"), ("tft_model", "model_io_manager"))
-    ]
-    resources = {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(storage=storage),
-        "model_io_manager": ModelIOManager(storage=storage),
-        "release_io_manager": ReleaseIOManager(storage=storage),
-    }
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [best_release, *sources], partition_key=partition_key(rf.TEST_DATE, rf.SYMBOL),
-            resources=resources, instance=instance, selection=[best_release],
-        )
+    resources = rf.best_release_resources(storage)
+    result = rf.materialize_best_release(resources)
     assert result.success
     meta = result.asset_materializations_for_node("best_release")[0].metadata
     assert meta["released"].value is True and meta["challenger"].value == "tft"

@@ -1,13 +1,9 @@
 """best_release's checks when nothing beats the baselines: no release, a failed WARN check."""
 import dagster as dg
 
-from levibot_assets.assets.release import best_release
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import MODEL_CLASSES
-from levibot_assets.partitions import PARTITIONS, partition_key
-from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
-from levibot_assets.resources.release_io_manager import ReleaseIOManager
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets_tests import release_fixtures as rf
 
@@ -24,20 +20,7 @@ def test_no_release_is_said_clearly_and_fails_a_warn_check(tmp_path, monkeypatch
     rf.SkillClassifier(-3.0).save(model_dir)
     for slot in ("lgbm", "tft"):
         (model_dir / f"{slot}_metrics.json").write_text("{}")
-    sources = [
-        dg.SourceAsset(name, partitions_def=PARTITIONS, io_manager_key=key)
-        for name, key in (("features", "parquet_io_manager"), ("lgbm_model", "model_io_manager"),
-                          ("tft_model", "model_io_manager"))
-    ]
-    resources = {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(storage=storage),
-        "model_io_manager": ModelIOManager(storage=storage),
-        "release_io_manager": ReleaseIOManager(storage=storage),
-    }
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([best_release, *sources], partition_key=partition_key(rf.TEST_DATE, rf.SYMBOL),
-                                resources=resources, instance=instance, selection=[best_release])
+    result = rf.materialize_best_release(rf.best_release_resources(storage))
     assert result.success  # a WARN check does not fail the run
     meta = result.asset_materializations_for_node("best_release")[0].metadata
     assert meta["released"].value is False and "baseline" in meta["reason"].value

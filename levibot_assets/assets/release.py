@@ -10,7 +10,7 @@ from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.dataset import split_window
 from levibot_assets.core.model_api import TrainedModel
 from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release import ReleaseDecision, ReleaseError, current_release_date, current_release_dir
+from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
 from levibot_assets.resources.io_managers import WINDOW_INPUT
 from levibot_assets.resources.storage import StorageResource
