@@ -132,12 +132,13 @@ def materialize_command(args: argparse.Namespace) -> int:
 
     from levibot_assets.materialize import date_range, last_complete_day, materialize_partitions
 
-    if args.data_dir:  # the definitions read the settings at import
+    from levibot_assets.definitions import ASSETS, build_resources
+
+    if args.data_dir:
         os.environ["LEVIBOT_DATA_DIR"] = args.data_dir
         get_settings.cache_clear()
-    from levibot_assets.definitions import defs
-
     settings = get_settings()
+    defs = dg.Definitions(assets=ASSETS, resources=build_resources(settings))  # resources of these settings
     end = args.end or last_complete_day()
     if args.days is not None and args.start is not None:
         raise SettingsError("give either --days or --start, not both")
@@ -147,11 +148,12 @@ def materialize_command(args: argparse.Namespace) -> int:
     unknown = sorted(set(symbols) - set(settings.symbols))
     if unknown:
         raise SettingsError(f"symbols {unknown} are not partitions (LEVIBOT_SYMBOLS={','.join(settings.symbols)})")
-    graph = [key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()]
-    selection = graph if args.select == "*" else [a.strip() for a in args.select.split(",")]
-    missing = sorted(set(selection) - set(graph))
+    graph = [key.to_user_string() for key in defs.resolve_asset_graph().toposorted_asset_keys]
+    requested = set(graph) if args.select == "*" else {a.strip() for a in args.select.split(",")}
+    missing = sorted(requested - set(graph))
     if missing:
-        raise SettingsError(f"unknown assets {missing}; the graph has {sorted(graph)}")
+        raise SettingsError(f"unknown assets {missing}; the graph has {graph}")
+    selection = [a for a in graph if a in requested]  # in dependency order
     dates = date_range(start, end)
     print(f"materializing {', '.join(selection)} for {len(dates)} day(s) {start}..{end} x {', '.join(symbols)}")
 
