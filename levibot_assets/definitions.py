@@ -29,7 +29,7 @@ def build_resources(settings=None) -> dict:
         "parquet_io_manager": ParquetIOManager(storage=storage),
         "model_io_manager": ModelIOManager(storage=storage),
         "release_io_manager": ReleaseIOManager(storage=storage),
-        "alerts": AlertResource(data_dir=settings.data_dir, webhook_url=settings.alert_webhook),
+        "alerts": AlertResource(storage=storage, webhook_url=settings.alert_webhook),
     }
 
 

@@ -17,6 +17,7 @@ from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import partition_key
 from levibot_assets.resources.alerts import AlertResource
+from levibot_assets.resources.storage import StorageResource
 from levibot_assets.resources.market_data import MarketDataResource
 from levibot_assets.sensors import asset_check_alerts, run_failure_alerts
 from levibot_assets.settings import Settings
@@ -88,7 +89,9 @@ def test_failing_endpoint_retries_never_raises_and_never_logs_the_url(caplog):
 
 
 def test_alert_is_recorded_even_when_the_webhook_fails(tmp_path):
-    resource = AlertResource(data_dir=str(tmp_path), webhook_url=_closed_port_url(), retries=2, backoff_s=0.01)
+    resource = AlertResource(
+        storage=StorageResource(data_dir=str(tmp_path)), webhook_url=_closed_port_url(), retries=2, backoff_s=0.01
+    )
     assert resource.send(ALERT) is False
     (record,) = read_alerts(DataLayout(tmp_path).alerts_file)
     assert record["title"] == ALERT.title and record["partition"] == ALERT.partition and record["text"] == ALERT.text
@@ -118,14 +121,14 @@ class HoledDuplicatedMarketData(MarketDataResource):
 
 
 def _tick(sensor, instance, cursor, alerts):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts})
-    return sensor.evaluate_tick(context).cursor
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerts": alerts}) as context:
+        return sensor.evaluate_tick(context).cursor
 
 
 def test_sensors_alert_once_per_failed_check_and_failed_run(tmp_path):
     day = dt.date(2025, 10, 13)
     with Webhook() as hook, dg.instance_for_test() as instance:
-        alerts = AlertResource(data_dir=str(tmp_path / "data"), webhook_url=hook.url)
+        alerts = AlertResource(storage=StorageResource(data_dir=str(tmp_path / "data")), webhook_url=hook.url)
         check_cursor = _tick(asset_check_alerts, instance, None, alerts)  # first tick: from now on
         run_cursor = _tick(run_failure_alerts, instance, None, alerts)
         result = dg.materialize(

@@ -7,7 +7,6 @@ import dagster as dg
 import pandas as pd
 
 from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_check_results, raw_ohlcv_check_results
-from levibot_assets.core import ohlcv
 from levibot_assets.core.features import LABEL_COLUMN, compute_features, training_rows
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, warmup_mapping
 from levibot_assets.resources.io_managers import WINDOW_INPUT
@@ -17,17 +16,18 @@ from levibot_assets.settings import get_settings
 MAX_GAPS_SHOWN = 20
 
 
-def _gap_metadata(bars: pd.DataFrame, date) -> dict:
-    gaps = ohlcv.find_gaps(bars, date)
-    halts = ohlcv.zero_volume_streaks(bars)
-    listed = "\n".join(f"- {g}" for g in gaps[:MAX_GAPS_SHOWN]) or "none"
-    if len(gaps) > MAX_GAPS_SHOWN:
-        listed += f"\n- ... {len(gaps) - MAX_GAPS_SHOWN} more"
+def _gap_metadata(checks: dict[str, dg.AssetCheckResult]) -> dict:
+    """Gaps and halts as plottable numbers, taken from the checks that measured them."""
+    completeness, halts = checks["complete_day"].metadata, checks["no_trading_halt"].metadata
+    gap_times = completeness["gap_times"].value
+    listed = "\n".join(f"- {g}" for g in gap_times[:MAX_GAPS_SHOWN]) or "none"
+    if len(gap_times) > MAX_GAPS_SHOWN:
+        listed += f"\n- ... {len(gap_times) - MAX_GAPS_SHOWN} more"
     return {
-        "missing_minutes": dg.MetadataValue.int(sum(g.minutes for g in gaps)),
-        "gaps": dg.MetadataValue.int(len(gaps)),
+        "missing_minutes": completeness["missing_minutes"],
+        "gaps": completeness["gaps"],
         "gap_list": dg.MetadataValue.md(listed),
-        "zero_volume_streaks": dg.MetadataValue.int(len(halts)),
+        "zero_volume_streaks": halts["zero_volume_streaks"],
     }
 
 
@@ -53,6 +53,7 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     date, symbol = partition_date_symbol(context)
     bars = market_data.fetch_day(symbol, date)
     context.log.info(f"{symbol} {date}: {len(bars)} bars from {market_data.describe()}")
+    checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
     yield dg.Output(
         bars,
         metadata={
@@ -60,10 +61,10 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
             "bar_count": dg.MetadataValue.int(len(bars)),
             "last_close": dg.MetadataValue.float(float(bars["close"].iloc[-1]) if len(bars) else float("nan")),
             **_time_range(bars),
-            **_gap_metadata(bars, date),
+            **_gap_metadata(checks),
         },
     )
-    yield from raw_ohlcv_check_results(bars, date)
+    yield from checks.values()
 
 
 @dg.asset(

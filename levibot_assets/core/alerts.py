@@ -7,10 +7,8 @@ webhook URL often embeds a secret token, so logs only ever show scheme://host/..
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from levibot_assets.core.atomic import append_line
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +61,8 @@ def redact_url(url: str) -> str:
 
 
 def append_alert(path: Path, alert: Alert) -> None:
-    """Append one JSON line under an exclusive lock, flushed to disk before returning.
-
-    O_APPEND plus one write() of a whole line keeps concurrent writers from interleaving; the
-    flock also serialises writers on filesystems where appends are not atomic (NFS).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps({**asdict(alert), "text": alert.text}, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    """Append one JSON line, flushed to disk before returning (safe with concurrent senders)."""
+    append_line(path, json.dumps({**asdict(alert), "text": alert.text}, sort_keys=True) + "\n")
 
 
 def read_alerts(path: Path) -> list[dict[str, Any]]:

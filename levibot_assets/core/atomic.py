@@ -1,6 +1,7 @@
 """Crash-safe file operations: a reader sees the old file or the new one, never a torn one."""
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import tempfile
@@ -38,6 +39,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_line(path: str | os.PathLike, line: str) -> Path:
+    """Append one line durably: O_APPEND + a single write() under an exclusive flock, then fsync.
+
+    Concurrent writers (threads or processes) never interleave; the flock also covers filesystems
+    where appends are not atomic (NFS). A crash can at worst leave a torn last line.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+    return path
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

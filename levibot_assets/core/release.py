@@ -13,7 +13,7 @@ On disk (paths from DataLayout only):
 Crash safety: a release is assembled in a staging directory (model files, then manifest.json last,
 each fsynced), moved into place with one rename, and only then is current/<SYMBOL> swapped with an
 atomic symlink replace. A crash at any instant leaves current/ pointing at a complete release.
-Processes writing the same summary/history/symbol serialise on fcntl.flock lock files.
+Processes writing the same summary/symbol serialise on fcntl.flock lock files; history appends lock the file itself.
 Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from levibot_assets.core.atomic import atomic_symlink, atomic_write_text, fsync_dir
+from levibot_assets.core.atomic import append_line, atomic_symlink, atomic_write_text, fsync_dir
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, model_class
@@ -285,17 +285,9 @@ def refresh_best_links(layout: DataLayout) -> dict[str, str]:
 
 
 def append_history(layout: DataLayout, event: dict) -> None:
-    """One JSON line per promotion or rollback, appended under a lock with a single write + fsync."""
-    line = (json.dumps(_jsonable({"at": _now(), **event}), sort_keys=True, allow_nan=False) + "\n").encode()
-    path = layout.release_history
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(layout, "history"):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """One JSON line per promotion or rollback, appended with a single locked write + fsync."""
+    line = json.dumps(_jsonable({"at": _now(), **event}), sort_keys=True, allow_nan=False)
+    append_line(layout.release_history, line + "\n")
 
 
 def read_history(layout: DataLayout, symbol: str | None = None) -> list[dict]:

@@ -6,13 +6,13 @@ from typing import Optional
 import dagster as dg
 
 from levibot_assets.core.alerts import Alert, send_alert
-from levibot_assets.core.layout import DataLayout
+from levibot_assets.resources.storage import StorageResource
 
 
 class AlertResource(dg.ConfigurableResource):
     """Records every alert under the data directory and POSTs it to LEVIBOT_ALERT_WEBHOOK if set."""
 
-    data_dir: str
+    storage: StorageResource
     webhook_url: Optional[str] = None
     retries: int = 3
     backoff_s: float = 0.5
@@ -21,7 +21,7 @@ class AlertResource(dg.ConfigurableResource):
     def send(self, alert: Alert) -> bool:
         """True when the webhook accepted it; the alerts file gets it either way."""
         return send_alert(
-            DataLayout(self.data_dir).alerts_file,
+            self.storage.layout.alerts_file,
             alert,
             self.webhook_url,
             retries=self.retries,
