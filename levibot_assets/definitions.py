@@ -7,7 +7,7 @@ from levibot_assets.assets.market import features, raw_ohlcv
 from levibot_assets.assets.models import lgbm_model, tft_model
 from levibot_assets.assets.release import best_release
 from levibot_assets.jobs import rollback_job
-from levibot_assets.resources.alerts import AlertResource
+from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
 from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
 from levibot_assets.resources.market_data import MarketDataResource
 from levibot_assets.resources.release_io_manager import ReleaseIOManager
@@ -29,7 +29,9 @@ def build_resources(settings=None) -> dict:
         "parquet_io_manager": ParquetIOManager(storage=storage),
         "model_io_manager": ModelIOManager(storage=storage),
         "release_io_manager": ReleaseIOManager(storage=storage),
-        "alerts": AlertResource(storage=storage, webhook_url=settings.alert_webhook),
+        # The variable, not its value: run snapshots keep resource config, and the URL holds a token.
+        # Only when set, because an EnvVar of an unset variable fails resource initialization.
+        "alerts": AlertResource(storage=storage, webhook_url=dg.EnvVar(WEBHOOK_ENV) if settings.alert_webhook else None),
     }
 
 

@@ -2,15 +2,21 @@
 import datetime as dt
 import json
 import logging
+import shutil
 import socket
+import sqlite3
 import threading
+import zlib
+from contextlib import closing, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
 from levibot_assets.assets.market import raw_ohlcv
+from levibot_assets.cli import main
 from levibot_assets.core.alerts import Alert, append_alert, post_webhook, read_alerts, redact_url
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.sources.synthetic import synthetic_day
@@ -19,23 +25,25 @@ from levibot_assets.partitions import partition_key
 from levibot_assets.resources.alerts import AlertResource
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.resources.market_data import MarketDataResource
-from levibot_assets.sensors import asset_check_alerts, run_failure_alerts
+from levibot_assets.sensors import _run_partition, asset_check_alerts, run_failure_alerts
 from levibot_assets.settings import Settings
+from levibot_assets_tests.conftest import REPO_ROOT
 
 SECRET_PATH = "/services/T000/B000/secret-token"
 
 
 class Webhook:
-    """A real HTTP endpoint on 127.0.0.1 that records each JSON body and answers `status`."""
+    """A real HTTP endpoint on 127.0.0.1 that records each JSON body and path and answers `status`."""
 
-    def __init__(self, status: int = 200):
-        self.status, self.bodies = status, []
+    def __init__(self, status: int = 200, path: str = SECRET_PATH):
+        self.status, self.bodies, self.paths = status, [], []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers["Content-Length"])
                 outer.bodies.append(json.loads(self.rfile.read(length)))
+                outer.paths.append(self.path)
                 self.send_response(outer.status)
                 self.end_headers()
 
@@ -43,7 +51,7 @@ class Webhook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}{SECRET_PATH}"
+        self.url = f"http://127.0.0.1:{self.server.server_port}{path}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -150,7 +158,83 @@ def test_sensors_alert_once_per_failed_check_and_failed_run(tmp_path):
     assert by_title["check complete_day failed"]["severity"] == "WARN"
     assert "01:00..01:14" in by_title["check complete_day failed"]["details"]
     assert by_title["check complete_day failed"]["partition"] == "2025-10-13|BTCUSDT"
-    failure = by_title["run of __ephemeral_asset_job__ failed"]
+    (failure,) = [r for r in records if r["kind"] == "run_failure"]
     assert failure["severity"] == "ERROR" and failure["run_id"] == result.run_id
-    assert failure["partition"] == "2025-10-13|BTCUSDT"
+    assert failure["asset"] == "raw_ohlcv" and failure["partition"] == "2025-10-13|BTCUSDT"
+    assert "check consistent_bars failed: " + by_title["check consistent_bars failed"]["details"] in failure["details"]
     assert sorted(b["text"] for b in hook.bodies) == sorted(r["text"] for r in records)
+
+
+def _levibot_home(tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME with the project's dagster.yaml (SQLite), as `levibot materialize` uses it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_run_failure_alert_names_asset_partition_and_cause_once_per_failed_run(levibot_env, tmp_path, monkeypatch):
+    _levibot_home(tmp_path, monkeypatch)
+    settings = levibot_env()
+    alerts = build_resources(settings)["alerts"]
+    with dg.DagsterInstance.get() as instance:
+        cursor = _tick(run_failure_alerts, instance, None, alerts)
+        for day in ("2025-10-15", "2025-10-16"):  # features of days without raw_ohlcv: two failed runs
+            assert main(["materialize", "--symbols", "ETHUSDT", "--start", day, "--end", day, "--select", "features"]) == 1
+        for _ in range(2):  # the second tick finds nothing new
+            cursor = _tick(run_failure_alerts, instance, cursor, alerts)
+    records = read_alerts(DataLayout(settings.data_dir).alerts_file)
+    assert [(r["asset"], r["partition"]) for r in records] == [("features", "2025-10-15|ETHUSDT"),
+                                                             ("features", "2025-10-16|ETHUSDT")]
+    for record in records:
+        head = record["text"].splitlines()[0]
+        assert head.startswith("[LeviBot ERROR] run of ") and head.endswith(f"failed - features [{record['partition']}]")
+        cause = record["details"]
+        assert "raw_ohlcv" in cause and record["partition"] in cause and "has not been materialized" in cause
+
+
+def test_range_runs_are_alerted_with_their_partition_range():
+    run = dg.DagsterRun(job_name="j", tags={"dagster/asset_partition_range_start": "2025-10-01|BTCUSDT",
+                                             "dagster/asset_partition_range_end": "2025-10-09|BTCUSDT"})
+    assert _run_partition(run) == "2025-10-01|BTCUSDT..2025-10-09|BTCUSDT"
+    assert _run_partition(dg.DagsterRun(job_name="j", tags={"dagster/partition": "2025-10-01|BTCUSDT"})) == "2025-10-01|BTCUSDT"
+
+
+SECRETS = ("SECRET-TOKEN-123", "API-KEY-7c41f0", "API-SECRET-e93b22")
+
+
+def _secrets_found(root: Path) -> list[str]:
+    """Every file under root whose bytes hold a secret; SQLite values are read row by row and
+    compressed blobs (Dagster's snapshots table stores zlib) are decompressed first."""
+    found = []
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        contents = [path.read_bytes()]
+        if contents[0].startswith(b"SQLite format 3"):
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                    for row in db.execute(f'SELECT * FROM "{table}"'):
+                        for value in row:
+                            blob = value.encode() if isinstance(value, str) else value
+                            if isinstance(blob, bytes):
+                                contents.append(blob)
+                                with suppress(zlib.error):
+                                    contents.append(zlib.decompress(blob))
+        found += [f"{secret} in {path}" for secret in SECRETS if any(secret.encode() in c for c in contents)]
+    return found
+
+
+def test_secrets_stay_out_of_the_dagster_instance(levibot_env, tmp_path, monkeypatch):
+    """The webhook URL (with its token) and the exchange keys are used, yet stored nowhere Dagster keeps things."""
+    home = _levibot_home(tmp_path, monkeypatch)
+    with Webhook(path=f"/hook?token={SECRETS[0]}") as hook:
+        settings = levibot_env(alert_webhook=hook.url, exchange_api_key=SECRETS[1], exchange_secret=SECRETS[2])
+        alerts = build_resources(settings)["alerts"]
+        with dg.DagsterInstance.get() as instance:
+            cursor = _tick(run_failure_alerts, instance, None, alerts)
+            days = ["materialize", "--symbols", "BTCUSDT", "--start"]
+            assert main([*days, "2025-10-13", "--end", "2025-10-13", "--select", "raw_ohlcv"]) == 0
+            assert main([*days, "2025-10-15", "--end", "2025-10-15", "--select", "features"]) == 1  # no raw_ohlcv
+            _tick(run_failure_alerts, instance, cursor, alerts)
+    assert hook.paths == [f"/hook?token={SECRETS[0]}"]  # the alert went out with the token
+    assert _secrets_found(home) + _secrets_found(Path(settings.data_dir)) == []

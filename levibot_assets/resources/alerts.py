@@ -9,8 +9,16 @@ from levibot_assets.core.alerts import Alert, send_alert
 from levibot_assets.resources.storage import StorageResource
 
 
+WEBHOOK_ENV = "LEVIBOT_ALERT_WEBHOOK"
+
+
 class AlertResource(dg.ConfigurableResource):
-    """Records every alert under the data directory and POSTs it to LEVIBOT_ALERT_WEBHOOK if set."""
+    """Records every alert under the data directory and POSTs it to LEVIBOT_ALERT_WEBHOOK if set.
+
+    The webhook URL usually holds a token. Resource config is copied into every run's job snapshot
+    (the instance database, the UI), so definitions pass `dg.EnvVar(WEBHOOK_ENV)`: the snapshot then
+    holds only the variable's name, and Dagster reads its value when the resource is initialized.
+    """
 
     storage: StorageResource
     webhook_url: Optional[str] = None
@@ -23,7 +31,7 @@ class AlertResource(dg.ConfigurableResource):
         return send_alert(
             self.storage.layout.alerts_file,
             alert,
-            self.webhook_url,
+            (self.webhook_url or "").strip() or None,  # the raw variable may carry spaces Settings strips
             retries=self.retries,
             backoff_s=self.backoff_s,
             timeout_s=self.timeout_s,
