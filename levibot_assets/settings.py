@@ -5,6 +5,7 @@ The README's table of environment variables documents exactly the fields below.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Settings:
     exchange: str = "binance"
     exchange_api_key: str | None = field(default=None, repr=False)
     exchange_secret: str | None = field(default=None, repr=False)
+    ccxt_options: dict = field(default_factory=dict, repr=False, hash=False)
     files_dir: str | None = None
     label_horizon: int = 15
     train_days: int = 14
@@ -99,6 +101,14 @@ class Settings:
         if source == "files" and not files_dir:
             raise SettingsError("LEVIBOT_SOURCE=files needs LEVIBOT_FILES_DIR (a directory of kline dumps)")
 
+        ccxt_raw = get("LEVIBOT_CCXT_OPTIONS")
+        try:
+            ccxt_options = json.loads(ccxt_raw) if ccxt_raw else {}
+        except ValueError as exc:
+            raise SettingsError(f"LEVIBOT_CCXT_OPTIONS is not valid JSON ({exc})") from None
+        if not isinstance(ccxt_options, dict):
+            raise SettingsError(f"LEVIBOT_CCXT_OPTIONS must be a JSON object, not {type(ccxt_options).__name__}")
+
         select_metric = (get("LEVIBOT_SELECT_METRIC") or d.select_metric).lower()
         if select_metric not in SELECT_METRICS:
             raise SettingsError(
@@ -113,6 +123,7 @@ class Settings:
             exchange=(get("LEVIBOT_EXCHANGE") or d.exchange).lower(),
             exchange_api_key=get("LEVIBOT_EXCHANGE_API_KEY"),
             exchange_secret=get("LEVIBOT_EXCHANGE_SECRET"),
+            ccxt_options=ccxt_options,
             files_dir=files_dir,
             label_horizon=number("LEVIBOT_LABEL_HORIZON", d.label_horizon, int, 1, 240),
             train_days=number("LEVIBOT_TRAIN_DAYS", d.train_days, int, 2, 365),

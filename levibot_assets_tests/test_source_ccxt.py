@@ -2,7 +2,8 @@
 
 The exchange is a real `ccxt.binance` built with a markets table (so it never calls exchangeInfo)
 whose HTTP layer (`fetch`) serves Binance /api/v3/klines responses recorded by these tests:
-12-column rows with string prices, answered according to the request's startTime and limit.
+12-column rows with string prices, answered according to the request's startTime, endTime and limit.
+Faults over real HTTP (bodies, statuses, headers, timeouts) are in test_exchange_faults.py.
 """
 from __future__ import annotations
 
@@ -55,9 +56,8 @@ def recorded_klines(first_ms: int, count: int, skip: range = range(0)) -> list[l
 class RecordedBinance:
     """Stands in for ccxt's HTTP call: serves recorded klines, or raises queued failures first."""
 
-    def __init__(self, exchange: ccxt.Exchange, rows: list[list], failures=(), overlap_minutes: int = 0):
+    def __init__(self, exchange: ccxt.Exchange, rows: list[list], failures=()):
         self.exchange, self.rows, self.failures = exchange, rows, list(failures)
-        self.overlap_ms = overlap_minutes * MINUTE_MS
         self.requests: list[dict[str, str]] = []
         exchange.fetch = self
 
@@ -72,19 +72,20 @@ class RecordedBinance:
                 self.exchange.handle_errors(400, "Bad Request", url, method, {}, failure,
                                             self.exchange.parse_json(failure), headers, body)
             raise failure
-        start = int(query["startTime"]) - self.overlap_ms
-        return [row for row in self.rows if row[0] >= start][: int(query["limit"])]
+        start, end = int(query["startTime"]), int(query.get("endTime", 2**62))
+        return [row for row in self.rows if start <= row[0] <= end][: int(query["limit"])]
 
 
 def binance(**config) -> ccxt.Exchange:
     return ccxt.binance({"markets": MARKETS, **config})
 
 
-def make_client(rows, failures=(), overlap_minutes=0, now=AFTER_DAY, **kwargs):
+def make_client(rows, failures=(), now=AFTER_DAY, **kwargs):
+    """A client on a keyed exchange; backoff without jitter (rand=0) so that delays are exact."""
     exchange = binance(apiKey=API_KEY, secret=SECRET)
-    server = RecordedBinance(exchange, rows, failures, overlap_minutes)
+    server = RecordedBinance(exchange, rows, failures)
     delays: list[float] = []
-    client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append, now=lambda: now, **kwargs)
+    client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append, now=lambda: now, rand=lambda: 0.0, **kwargs)
     return client, server, delays
 
 
@@ -95,8 +96,11 @@ def test_full_day_takes_two_paginated_requests_and_keeps_the_recorded_closes():
     bars = client.fetch_day("BTCUSDT", DAY)
 
     assert client.exchange.enableRateLimit is True
-    assert [r["startTime"] for r in server.requests] == [str(DAY_MS), str(DAY_MS + 1000 * MINUTE_MS)]
-    assert all(r["symbol"] == "BTCUSDT" and r["interval"] == "1m" and r["limit"] == "1000" for r in server.requests)
+    assert [(r["startTime"], r["endTime"], r["limit"]) for r in server.requests] == [
+        (str(DAY_MS), str(DAY_MS + 1000 * MINUTE_MS - 1), "1000"),
+        (str(DAY_MS + 1000 * MINUTE_MS), str(DAY_MS + BARS_PER_DAY * MINUTE_MS - 1), "440"),
+    ]
+    assert all(r["symbol"] == "BTCUSDT" and r["interval"] == "1m" for r in server.requests)
     assert len(bars) == BARS_PER_DAY and find_gaps(bars, DAY) == []
     day_rows = [r for r in rows if DAY_MS <= r[0] < DAY_MS + BARS_PER_DAY * MINUTE_MS]
     assert bars["close"].tolist() == [float(r[4]) for r in day_rows]
@@ -105,17 +109,36 @@ def test_full_day_takes_two_paginated_requests_and_keeps_the_recorded_closes():
     assert delays == []
 
 
-def test_overlapping_pages_are_deduplicated_and_missing_minutes_stay_missing():
+def test_missing_minutes_inside_the_day_stay_missing():
     halt = range(12 * 60 + 40, 14 * 60)  # 80 minutes without bars, as on Binance's 2023-03-24 halt
     rows = recorded_klines(DAY_MS, BARS_PER_DAY + 10, skip=halt)
-    client, server, _ = make_client(rows, overlap_minutes=5)
+    client, server, delays = make_client(rows)
 
     bars = client.fetch_day("BTCUSDT", DAY)
 
-    assert len(server.requests) == 2
+    assert len(server.requests) == 2 and delays == []
     assert len(bars) == BARS_PER_DAY - len(halt) and bars["timestamp"].is_unique
     [gap] = find_gaps(bars, DAY)
     assert (gap.start.strftime("%H:%M"), gap.end.strftime("%H:%M")) == ("12:40", "13:59")
+
+
+@pytest.mark.parametrize("mangle, problem", [
+    (lambda rows: rows.insert(10, rows[9]), "open time 2024-05-01 00:09:00+00:00 is out of order"),
+    (lambda rows: rows[9].__setitem__(0, rows[9][0] + 30_000), "open time 1714522170000 is not on a whole minute"),
+])
+def test_a_page_that_is_not_a_run_of_minute_bars_is_retried_then_refused(mangle, problem):
+    rows = recorded_klines(DAY_MS, BARS_PER_DAY)
+    mangle(rows)
+    client, server, delays = make_client(rows, max_retries=2)
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", DAY)
+
+    assert len(server.requests) == 3 and delays == [1.0, 2.0]
+    assert str(info.value).startswith(
+        "binance BTCUSDT 2024-05-01: gave up after 3 attempts: invalid page for 2024-05-01 00:00..2024-05-01 16:39"
+    )
+    assert problem in str(info.value)
 
 
 @pytest.mark.parametrize("error", [ccxt.NetworkError, ccxt.RequestTimeout, ccxt.RateLimitExceeded, ccxt.DDoSProtection])
@@ -164,21 +187,23 @@ def test_a_day_that_has_not_ended_is_refused_without_a_request():
 
 
 def test_a_day_without_bars_is_an_error_not_an_empty_frame():
-    client, _, _ = make_client(recorded_klines(DAY_MS + BARS_PER_DAY * MINUTE_MS, 100))
+    client, server, delays = make_client(recorded_klines(DAY_MS + BARS_PER_DAY * MINUTE_MS, 100), max_retries=1)
     with pytest.raises(MarketDataError, match="no bars"):
         client.fetch_day("BTCUSDT", DAY)
+    assert len(server.requests) == 2 * 2 and delays == [1.0, 1.0]  # each empty window was asked twice
 
 
 @pytest.mark.parametrize("built_from_settings", [True, False])
 def test_api_keys_never_reach_errors_repr_or_logs(caplog, built_from_settings):
     caplog.set_level(logging.DEBUG)
     echoed = ccxt.AuthenticationError(f"binance rejected X-MBX-APIKEY {API_KEY} signed with {SECRET}")
-    if built_from_settings:  # as the resource does with LEVIBOT_EXCHANGE_API_KEY / LEVIBOT_EXCHANGE_SECRET
-        client = CcxtOhlcvClient("binance", api_key=API_KEY, secret=SECRET, now=lambda: AFTER_DAY)
+    if built_from_settings:  # keys that arrive through LEVIBOT_CCXT_OPTIONS
+        client = CcxtOhlcvClient("binance", options={"apiKey": API_KEY, "secret": SECRET}, now=lambda: AFTER_DAY)
         client.exchange.set_markets(MARKETS)
         RecordedBinance(client.exchange, [], failures=[echoed])
         assert client.exchange.apiKey == API_KEY
         assert client.exchange.options["fetchMarkets"]["types"] == ["spot"]  # no futures exchangeInfo calls
+        assert not client.exchange.options["fetchCurrencies"] and not client.exchange.options["fetchMargins"]
     else:
         client, _, _ = make_client([], failures=[echoed])
 

@@ -12,11 +12,13 @@ from levibot_assets.settings import SOURCES, get_settings
 
 @lru_cache(maxsize=8)
 def ccxt_client(exchange: str):
-    """One client per exchange and process: markets are loaded once, the rate limiter is shared."""
+    """One client per exchange and process: markets are loaded once, the rate limiter is shared.
+
+    Candles are public: the exchange keys are not given to this client (LEVIBOT_CCXT_OPTIONS is).
+    """
     from levibot_assets.core.sources.exchange import CcxtOhlcvClient
 
-    settings = get_settings()
-    return CcxtOhlcvClient(exchange_id=exchange, api_key=settings.exchange_api_key, secret=settings.exchange_secret)
+    return CcxtOhlcvClient(exchange_id=exchange, options=get_settings().ccxt_options)
 
 
 class MarketDataResource(dg.ConfigurableResource):

@@ -1,58 +1,109 @@
 """One complete UTC day of 1-minute candles from a live exchange through ccxt.
 
-Pagination (1440 bars need 2 requests at Binance's limit of 1000), ccxt's own rate limiter, and
-retries with exponential backoff on ccxt's NetworkError family (timeouts, RateLimitExceeded,
-DDoSProtection, ExchangeNotAvailable); any other ccxt error is a real refusal and fails at once.
-API keys stay inside the ccxt instance: they never appear in repr, logs or error messages.
+Why it is this careful: ccxt alone would let a short day through. It turns an empty or unparseable
+200 body into [] without raising, raises Binance's "Internal error ... Please try again" (-1001) as
+a non-network error, and ignores Retry-After. A short day written to disk poisons every model
+trained on it, so:
+
+- Pages are planned from the day's time range: each asks for the window [cursor, cursor + 1000
+  min) clipped to the day, with explicit since, until (endTime) and limit, so a full day takes 2
+  requests at Binance's limit of 1000. The next window starts after the last bar received, so a
+  page the exchange cuts short is continued rather than lost.
+- Every page is validated: rows of 6 finite, non-negative numbers, open times on whole minutes,
+  strictly increasing, inside the requested window and not in the future. An invalid page, and an
+  empty one (the day is over, so bars should exist), is retried like a transient error.
+- Transient means what the exchange means, whichever ccxt class it arrives as: HTTP 5xx, 408 and
+  429, ccxt's NetworkError family, Binance codes -1001 (internal error), -1003 (too many requests),
+  -1007 (backend timeout) and -1008 (overloaded), and messages saying "try again". Retries back
+  off exponentially with jitter, wait at least what Retry-After asks (in seconds), and stop at
+  `max_retries` per request or at the overall deadline of one day's download.
+- An IP ban (HTTP 418, or "banned until <ms>") stops at once, saying until when: retrying extends it.
+- Other 4xx answers and other ccxt errors (bad symbol, authentication) fail at once.
+- Holes: minutes missing before bars that do exist (a listing at 22:15, Binance's 80-minute halt
+  on 2023-03-24) are real and kept; checks downstream report them. A window that stays empty
+  through its retries is skipped. A day whose last minutes are missing is kept only if the
+  exchange has bars after the day (a halt across midnight); otherwise the cause is unknown and the
+  day fails with a MarketDataError naming what is missing, and nothing is returned.
+
+Candles are public, so the ccxt instance built here gets no API keys, and its market loading is kept
+to public endpoints (Binance: spot exchangeInfo only, no wallet or margin calls) even when keys
+arrive through the options. Any key an instance does hold never appears in repr, logs or errors.
 """
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
+import random
+import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import ccxt
 import pandas as pd
 
-from levibot_assets.core.ohlcv import MarketDataError, day_start, frame_from_rows, select_day
+from levibot_assets.core.ohlcv import MarketDataError, day_start, frame_from_rows
 from levibot_assets.core.symbols import SymbolError, exchange_symbol
 
 TIMEFRAME = "1m"
 PAGE_LIMIT = 1000
 _MINUTE_MS = 60_000
 _DAY_MS = 86_400_000
+TRANSIENT_CODES = frozenset({-1001, -1003, -1007, -1008})  # Binance's "try again later" family
+_TRANSIENT_WORDS = ("try again", "too many requests", "timeout", "overloaded")
+_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+_BANNED_UNTIL = re.compile(r"banned until (\d{13})", re.IGNORECASE)
+_JITTER = 0.5  # each backoff is stretched by a random 0..50 % so that parallel runs spread out
 
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class _BadPage(Exception):
+    """A page answered with 200 that cannot be trusted; retried, and `empty` ones may stay empty."""
+
+    def __init__(self, reason: str, empty: bool = False):
+        super().__init__(reason)
+        self.empty = empty
+
+
 class CcxtOhlcvClient:
-    """Fetches days of 1-minute bars from one ccxt exchange (public endpoints need no key)."""
+    """Fetches days of 1-minute bars from one ccxt exchange's public endpoints."""
 
     def __init__(
         self,
         exchange_id: str = "binance",
-        api_key: str | None = None,
-        secret: str | None = None,
+        options: Mapping[str, Any] | None = None,
         exchange: ccxt.Exchange | None = None,
         max_retries: int = 5,
         backoff_seconds: float = 1.0,
+        deadline_seconds: float = 600.0,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], dt.datetime] = _utc_now,
+        rand: Callable[[], float] = random.random,
     ):
-        if max_retries < 0 or backoff_seconds < 0:
-            raise ValueError("max_retries and backoff_seconds must not be negative")
-        self.exchange = exchange if exchange is not None else _make_exchange(exchange_id, api_key, secret)
+        if max_retries < 0 or backoff_seconds < 0 or deadline_seconds <= 0:
+            raise ValueError("max_retries and backoff_seconds must not be negative, deadline_seconds must be positive")
+        self.exchange = exchange if exchange is not None else _make_exchange(exchange_id, options or {})
         self.exchange.enableRateLimit = True
         credentials = (getattr(self.exchange, name, None) for name in self.exchange.requiredCredentials)
         self._secrets = tuple(value for value in credentials if isinstance(value, str) and value)
         self.exchange_id = self.exchange.id
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self.deadline = dt.timedelta(seconds=deadline_seconds)
         self._sleep = sleep
         self._now = now
+        self._rand = rand
+        self._status: int | None = None
+        seen = self.exchange.on_rest_response
+
+        def on_rest_response(code, *args):  # ccxt's hook for every HTTP answer: keep its status
+            self._status = int(code)
+            return seen(code, *args)
+
+        self.exchange.on_rest_response = on_rest_response
 
     def __repr__(self) -> str:
         return f"CcxtOhlcvClient(exchange_id={self.exchange_id!r})"
@@ -62,57 +113,123 @@ class CcxtOhlcvClient:
         what = f"{self.exchange_id} {symbol} {date}"
         start = day_start(date)
         end = start + pd.Timedelta(days=1)
-        now = pd.Timestamp(self._now())
+        now = self._now()
         if now.tzinfo is None:
             raise ValueError("now() must return a timezone-aware datetime")
-        if now < end:
+        if pd.Timestamp(now) < end:
             raise MarketDataError(
                 f"{what}: the day has not ended yet (it ends {end:%Y-%m-%d %H:%M} UTC, now is "
-                f"{now.tz_convert('UTC'):%Y-%m-%d %H:%M} UTC); only complete past days can be fetched"
+                f"{pd.Timestamp(now).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC); only complete past days can be fetched"
             )
+        deadline = now + self.deadline
         if self.exchange.markets is None:
-            self._call(what, self.exchange.load_markets)
+            self._call(what, deadline, self.exchange.load_markets)
         try:
             market = exchange_symbol(symbol, self.exchange.markets)
         except SymbolError as exc:
             raise MarketDataError(f"{what}: {exc}") from None
 
+        now_ms = int(now.timestamp() * 1000)
         start_ms = int(start.timestamp() * 1000)
         end_ms = start_ms + _DAY_MS
-        rows: list[list[Any]] = []
-        since = start_ms
-        while since < end_ms:
-            page = self._call(what, self.exchange.fetch_ohlcv, market, TIMEFRAME, since, limit=PAGE_LIMIT)
-            if not page:
-                break
+        rows: list[list] = []
+        cursor = start_ms
+        while cursor < end_ms:
+            window_end = min(cursor + PAGE_LIMIT * _MINUTE_MS, end_ms)
+            page = self._page(what, deadline, market, cursor, window_end, now_ms)
             rows.extend(page)
-            next_since = int(page[-1][0]) + _MINUTE_MS
-            if next_since <= since:  # an exchange that ignores `since` would loop forever
-                break
-            since = next_since
+            cursor = int(page[-1][0]) + _MINUTE_MS if page else window_end
 
-        bars = select_day(frame_from_rows(rows, unit="ms").drop_duplicates("timestamp", keep="last"), date)
-        if bars.empty:
+        if not rows:
             raise MarketDataError(f"{what}: the exchange returned no bars for this day (not listed then?)")
-        return bars
+        missing_from = int(rows[-1][0]) + _MINUTE_MS
+        if missing_from < end_ms and not self._page(what, deadline, market, end_ms, end_ms + _DAY_MS, now_ms, limit=1):
+            first = pd.Timestamp(missing_from, unit="ms", tz="UTC")
+            raise MarketDataError(
+                f"{what}: the day is short at its end: {len(rows)} bars received, {first:%H:%M}..23:59 "
+                f"({(end_ms - missing_from) // _MINUTE_MS} min) missing although the day is over, and the "
+                "exchange has no bars after it either; the day is not written"
+            )
+        return frame_from_rows(rows, unit="ms")
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one ccxt call, retrying transient network failures with exponential backoff.
+    def _page(self, what: str, deadline: dt.datetime, market: str, since: int, until: int, now_ms: int,
+              limit: int | None = None) -> list[list]:
+        """The validated bars opening in [since, until); [] if the window stays empty through the retries."""
+
+        def fetch() -> list[list]:
+            count = limit or (until - since) // _MINUTE_MS
+            page = self.exchange.fetch_ohlcv(market, TIMEFRAME, since, count, {"until": until - 1})
+            if not page:
+                body = str(self.exchange.last_http_response or "")[:80]
+                raise _BadPage(f"empty or unreadable page for {_window(since, until)} (body {body!r})", empty=True)
+            problem = _page_problem(page, since, min(until, now_ms + 1))
+            if problem:
+                raise _BadPage(f"invalid page for {_window(since, until)}: {problem}")
+            return page
+
+        return self._call(what, deadline, fetch)
+
+    def _call(self, what: str, deadline: dt.datetime, fn: Callable[[], Any]) -> Any:
+        """Run one exchange request, retrying what the exchange means as transient.
 
         Errors are re-raised without their ccxt cause attached: a cause could carry request headers.
         """
-        for attempt in itertools.count():
+        for attempt in itertools.count(1):
+            self._status = None
+            self.exchange.last_response_headers = None
+            self.exchange.last_http_response = None
             try:
-                return fn(*args, **kwargs)
-            except ccxt.NetworkError as exc:
-                failure = f"gave up after {attempt + 1} attempt(s): {self._describe(exc)}"
-                retry = attempt < self.max_retries
+                return fn()
+            except _BadPage as exc:
+                if exc.empty and attempt > self.max_retries:
+                    return []
+                failure, refusal = str(exc), None
             except ccxt.BaseError as exc:
-                failure = f"the exchange refused the request (not retried): {self._describe(exc)}"
-                retry = False
-            if not retry:
-                raise MarketDataError(f"{what}: {failure}")
-            self._sleep(self.backoff_seconds * 2**attempt)
+                failure = self._describe(exc)
+                refusal = self._refusal(exc, failure)
+            if refusal:  # raised here, outside `except`, so that no ccxt exception is attached as context
+                raise MarketDataError(f"{what}: {refusal}")
+            if attempt > self.max_retries:
+                raise MarketDataError(f"{what}: gave up after {attempt} attempts: {failure}")
+            delay = self.backoff_seconds * 2 ** (attempt - 1) * (1 + _JITTER * self._rand())
+            delay = max(delay, self._retry_after() or 0.0)
+            if self._now() + dt.timedelta(seconds=delay) > deadline:
+                raise MarketDataError(
+                    f"{what}: gave up after {attempt} attempts: waiting {delay:.0f} s more would pass the "
+                    f"{self.deadline.total_seconds():.0f} s deadline: {failure}"
+                )
+            self._sleep(delay)
+
+    def _refusal(self, exc: ccxt.BaseError, text: str) -> str | None:
+        """Why the error must not be retried, or None when the exchange means it as transient."""
+        banned = _BANNED_UNTIL.search(text)
+        if banned or self._status == 418:
+            if banned:
+                until = pd.Timestamp(int(banned.group(1)), unit="ms", tz="UTC")
+            elif self._retry_after() is not None:
+                until = pd.Timestamp(self._now()).tz_convert("UTC") + pd.Timedelta(seconds=self._retry_after())
+            else:
+                return f"the exchange has banned this IP (HTTP 418) for a time it did not say; stopped at once: {text}"
+            return (f"the exchange has banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC; stopped at once, since "
+                    f"more requests extend a ban (slow down, or use another IP): {text}")
+        code = _CODE.search(text)
+        if (code and int(code.group(1)) in TRANSIENT_CODES) or any(w in text.lower() for w in _TRANSIENT_WORDS):
+            return None
+        if self._status is not None and 400 <= self._status < 500:
+            transient = self._status in (408, 429)
+        else:
+            transient = isinstance(exc, ccxt.NetworkError) or (self._status or 0) >= 500
+        return None if transient else f"the exchange refused the request (not retried): {text}"
+
+    def _retry_after(self) -> float | None:
+        """Retry-After of the last answer, in seconds (what Binance sends); None without one."""
+        for name, value in (self.exchange.last_response_headers or {}).items():
+            if name.lower() == "retry-after":
+                try:
+                    return max(0.0, float(value))
+                except ValueError:
+                    return None
+        return None
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
@@ -121,21 +238,48 @@ class CcxtOhlcvClient:
         return text
 
 
-def _make_exchange(exchange_id: str, api_key: str | None, secret: str | None) -> ccxt.Exchange:
+def _window(since: int, until: int) -> str:
+    first, last = (pd.Timestamp(ms, unit="ms", tz="UTC") for ms in (since, until - _MINUTE_MS))
+    return f"{first:%Y-%m-%d %H:%M}..{last:%Y-%m-%d %H:%M}"
+
+
+def _page_problem(page: Any, since: int, until: int) -> str | None:
+    """Why `page` is not a run of 1-minute bars opening in [since, until), or None if it is."""
+    if not isinstance(page, list):
+        return f"not a list of rows but {type(page).__name__}"
+    previous = since - _MINUTE_MS
+    for row in page:
+        if not (isinstance(row, (list, tuple)) and len(row) == 6 and all(_number(v) for v in row)):
+            return f"row {row!r} is not 6 finite non-negative numbers"
+        open_ms = row[0]
+        if open_ms != int(open_ms) or int(open_ms) % _MINUTE_MS:
+            return f"open time {open_ms} is not on a whole minute"
+        if not previous < open_ms < until:
+            when = pd.Timestamp(int(open_ms), unit="ms", tz="UTC")
+            return f"open time {when} is out of order, outside the window or in the future"
+        previous = open_ms
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _make_exchange(exchange_id: str, options: Mapping[str, Any]) -> ccxt.Exchange:
     if exchange_id not in ccxt.exchanges:
         raise ValueError(
             f"unknown ccxt exchange id {exchange_id!r} (LEVIBOT_EXCHANGE); valid ids are lower case, "
             f"e.g. binance, kraken, coinbase; all {len(ccxt.exchanges)}: see ccxt.exchanges"
         )
-    config: dict[str, Any] = {"enableRateLimit": True}
-    if api_key:
-        config["apiKey"] = api_key
-    if secret:
-        config["secret"] = secret
-    exchange = getattr(ccxt, exchange_id)(config)
+    exchange = getattr(ccxt, exchange_id)({"enableRateLimit": True, **options})
     # The pipeline trades spot: loading only spot markets saves requests and avoids failing on
     # derivatives endpoints that some regions block (Binance answers them with HTTP 451 from the US).
     fetch_markets = exchange.options.get("fetchMarkets")
     if isinstance(fetch_markets, dict) and "spot" in fetch_markets.get("types", ()):
         fetch_markets["types"] = ["spot"]
+    # Private endpoints that market loading calls when a key is present (Binance: wallet coins,
+    # margin pairs); a refusal there must not stop a public candle download.
+    for name in ("fetchCurrencies", "fetchMargins"):
+        if name in exchange.options:
+            exchange.options[name] = False
     return exchange
