@@ -7,6 +7,7 @@ from levibot_assets.assets.market import features, raw_ohlcv
 from levibot_assets.assets.models import lgbm_model, tft_model
 from levibot_assets.assets.release import best_release
 from levibot_assets.jobs import rollback_job
+from levibot_assets.reaper import dead_run_reaper
 from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
 from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
 from levibot_assets.resources.market_data import MarketDataResource
@@ -41,6 +42,6 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[nightly_job, rollback_job],
     schedules=[nightly_schedule],
-    sensors=[asset_check_alerts, run_failure_alerts],
+    sensors=[asset_check_alerts, run_failure_alerts, dead_run_reaper],
     resources=build_resources(),
 )
