@@ -15,13 +15,19 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
+import pyarrow
 
 from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.ohlcv import MarketDataError
 from levibot_assets.core.release import ReleaseError, list_releases, rollback
 from levibot_assets.settings import SettingsError, get_settings, validate_symbol
+
+# Bad input of any kind (variables, options, files): one line naming it, exit status 2, no traceback.
+INPUT_ERRORS = (SettingsError, ReleaseError, MarketDataError, ValueError, OSError, pyarrow.ArrowException)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,15 @@ def _symbol_option(required: bool) -> Callable[[argparse.ArgumentParser], None]:
         parser.add_argument("--symbol", required=required, type=_symbol, help="exchange id, e.g. BTCUSDT")
 
     return add
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """pd.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
+    try:
+        return pd.read_parquet(path)
+    except (pyarrow.ArrowException, ValueError) as exc:
+        reason = str(exc).split("'<Buffer>': ", 1)[-1]
+        raise ValueError(f"{path} is not a readable parquet file: {reason}") from None
 
 
 def _fmt(x: float | None) -> str:
@@ -105,7 +120,7 @@ def predict(args: argparse.Namespace) -> int:
     dates = layout.table_dates("features", args.symbol)
     if not dates:
         raise ReleaseError(f"no features stored for {args.symbol} under {layout.root}: materialize features first")
-    frame = pd.concat([pd.read_parquet(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
+    frame = pd.concat([_read_parquet(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
     served = ServedModel(layout, args.symbol)
     p_up = float(served.predict_proba(frame)[-1])
     bar = frame["timestamp"].iloc[-1]
@@ -172,8 +187,15 @@ def materialize_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as one line too; the usage itself is a --help away."""
+
+    def error(self, message: str):
+        self.exit(2, f"levibot: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="levibot", description="LeviBot releases, rollback and serving")
+    parser = _Parser(prog="levibot", description="LeviBot releases, rollback and serving")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -183,12 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Settings first, so a bad LEVIBOT_* variable stops every subcommand; then the data directory,
+    which as a file would fail deep inside a command, or list nothing as if it were empty."""
+    settings = get_settings()
+    root = Path(args.data_dir or settings.data_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{'--data-dir' if args.data_dir else 'LEVIBOT_DATA_DIR'} {root} is not a directory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_inputs(args)
         return args.run(args)
-    except (ReleaseError, SettingsError, FileNotFoundError) as exc:
-        print(f"levibot {args.command}: error: {exc}", file=sys.stderr)
+    except INPUT_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"levibot: error: {message}", file=sys.stderr)
         return 2
 
 

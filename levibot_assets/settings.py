@@ -80,8 +80,13 @@ class Settings:
             start_date = dt.date.fromisoformat(start_raw) if start_raw else d.start_date
         except ValueError:
             raise SettingsError(f"LEVIBOT_START_DATE={start_raw!r} is not a YYYY-MM-DD date") from None
+        today = dt.datetime.now(dt.timezone.utc).date()
+        if start_date > today:  # no partition would exist: every run and backfill would find nothing to do
+            raise SettingsError(f"LEVIBOT_START_DATE={start_raw!r} is after today ({today}, UTC)")
 
         symbols_raw = get("LEVIBOT_SYMBOLS")
+        if symbols_raw is None and "LEVIBOT_SYMBOLS" in env:  # an empty value must not quietly mean the defaults
+            raise SettingsError("LEVIBOT_SYMBOLS is set but empty: list symbols such as BTCUSDT,ETHUSDT or unset it")
         if symbols_raw is None:
             symbols = d.symbols
         else:

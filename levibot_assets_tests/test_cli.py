@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,39 @@ def test_console_entry_point_runs(layout):
     )
     assert result.returncode == 0, result.stderr
     assert "* BTCUSDT" in result.stdout
+
+
+LEVIBOT = Path(sys.executable).with_name("levibot")  # the console script installed beside this Python
+
+# case -> (argv, LEVIBOT_* variables, what the one error line must name); {file} is a plain file,
+# {data} a data directory whose only features file, {corrupt}, is not parquet.
+BAD_INPUTS = {
+    "data dir option is a file": (["releases", "--data-dir", "{file}"], {}, "--data-dir {file} is not a directory"),
+    "data dir variable is a file": (["rollback", "--symbol", "BTCUSDT", "--to", "previous"],
+                                    {"LEVIBOT_DATA_DIR": "{file}"}, "LEVIBOT_DATA_DIR {file} is not a directory"),
+    "corrupt parquet": (["predict", "--symbol", "BTCUSDT", "--data-dir", "{data}"], {},
+                        "{corrupt} is not a readable parquet file"),
+    "empty symbols": (["releases", "--data-dir", "{data}"], {"LEVIBOT_SYMBOLS": ""}, "LEVIBOT_SYMBOLS is set but empty"),
+    "future start date": (["releases", "--data-dir", "{data}"], {"LEVIBOT_START_DATE": "2999-01-01"},
+                          "LEVIBOT_START_DATE='2999-01-01' is after today"),
+    "bad symbol variable": (["releases", "--data-dir", "{data}"], {"LEVIBOT_SYMBOLS": "BTC/USDT"},
+                            "LEVIBOT_SYMBOLS: invalid symbol 'BTC/USDT'"),
+    "bad symbol option": (["predict", "--symbol", "btc/usdt", "--data-dir", "{data}"], {},
+                          "argument --symbol: invalid symbol 'btc/usdt'"),
+}
+
+
+@pytest.mark.parametrize("argv, variables, named", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_line_naming_it_with_status_2(tmp_path, argv, variables, named):
+    paths = {"file": tmp_path / "not-a-dir", "data": tmp_path / "data",
+             "corrupt": DataLayout(tmp_path / "data").table("features", "2025-10-01", "BTCUSDT")}
+    paths["file"].write_text("x")
+    paths["corrupt"].parent.mkdir(parents=True)
+    paths["corrupt"].write_bytes(b"PAR1 truncated")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVIBOT_")}
+    env |= {name: value.format(**paths) for name, value in variables.items()}
+    result = subprocess.run([str(LEVIBOT), *(a.format(**paths) for a in argv)], env=env, capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("levibot: error: "), result.stderr
+    assert named.format(**paths) in result.stderr and "Traceback" not in result.stderr

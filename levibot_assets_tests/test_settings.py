@@ -22,11 +22,24 @@ def test_parses_values():
     assert s.symbols == ("BTCUSDT", "ADAUSDT") and s.start_date == dt.date(2023, 3, 17) and s.fee_bps == 7.5
 
 
-@pytest.mark.parametrize("symbols", ["BTC/USDT", "btcusdt", "BTC|USDT", "BTC,,ETH", "BTC USDT", "A..B", "[BTC]", "", "BTCUSDT,BTCUSDT"])
+@pytest.mark.parametrize("symbols", ["BTC/USDT", "btcusdt", "BTC|USDT", "BTC,,ETH", "BTC USDT", "A..B", "[BTC]", ",", "BTCUSDT,BTCUSDT"])
 def test_invalid_symbols_refused(symbols):
-    env = {"LEVIBOT_SYMBOLS": symbols} if symbols else {"LEVIBOT_SYMBOLS": ","}
     with pytest.raises(SettingsError, match="LEVIBOT_SYMBOLS"):
-        Settings.from_env(env)
+        Settings.from_env({"LEVIBOT_SYMBOLS": symbols})
+
+
+@pytest.mark.parametrize("symbols", ["", "  "])
+def test_empty_symbols_are_refused_not_taken_as_the_defaults(symbols):
+    with pytest.raises(SettingsError, match="LEVIBOT_SYMBOLS is set but empty"):
+        Settings.from_env({"LEVIBOT_SYMBOLS": symbols})
+
+
+def test_a_start_date_after_today_is_refused():
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert Settings.from_env({"LEVIBOT_START_DATE": today.isoformat()}).start_date == today
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    with pytest.raises(SettingsError, match=f"LEVIBOT_START_DATE='{tomorrow}' is after today"):
+        Settings.from_env({"LEVIBOT_START_DATE": tomorrow})
 
 
 @pytest.mark.parametrize(

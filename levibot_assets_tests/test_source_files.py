@@ -123,6 +123,25 @@ def test_malformed_vision_files_are_clear_errors(tmp_path):
         files_day(tmp_path, "BTCUSDT", MS_DAY)
 
 
+@pytest.mark.parametrize(
+    "name, content, cause",
+    [
+        ("BTCUSDT-1m-2024-05-01.csv", "\n".join(vision_rows(MS_DAY, "ms")[:3] + [vision_rows(MS_DAY, "ms")[3] + ",9"]),
+         "ParserError"),  # a ragged line
+        ("BTCUSDT-1m-2024-05-01.csv", b"\xff\xfe\x00 not text", "UnicodeDecodeError"),
+        ("BTCUSDT-1m-2024-05-01.csv", "," + vision_rows(MS_DAY, "ms")[0].split(",", 1)[1], "is not a kline row"),
+        ("BTC_USDT-1m.json", json.dumps([[1714521600000, "x", 1, 1, 1, 1]]), "ValueError"),
+        ("BTC_USDT-1m.json", json.dumps([[None, 1, 1, 1, 1, 1]]), "TypeError"),
+    ],
+)
+def test_unparsable_files_are_named_in_the_error(tmp_path, name, content, cause):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(MarketDataError, match=cause) as error:
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    assert str(path) in str(error.value)
+
+
 def test_the_vision_file_is_preferred_over_a_json_dump(tmp_path):
     lines = vision_rows(MS_DAY, "ms")
     write_vision(tmp_path, "BTCUSDT", MS_DAY, lines)

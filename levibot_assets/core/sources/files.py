@@ -20,6 +20,7 @@ import re
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -47,16 +48,27 @@ def files_day(files_dir: str | os.PathLike, symbol: str, date: dt.date) -> pd.Da
     looked_for = []
     for candidate in _vision_candidates(directory, symbol, date):
         if candidate.is_file():
-            return _vision_day(candidate, date)
+            return _naming_the_file(_vision_day, candidate, date)
         looked_for.append(candidate)
     try:
         json_path = directory / f"{dump_prefix(symbol)}-1m.json"
     except SymbolError as exc:
         raise MarketDataError(f"{symbol} {date}: no Binance Vision file ({_names(looked_for)}) and {exc}") from None
     if json_path.is_file():
-        return _json_day(json_path, date)
+        return _naming_the_file(_json_day, json_path, date)
     looked_for.append(json_path)
     raise MarketDataError(f"{symbol} {date}: no kline dump found in {directory}; looked for {_names(looked_for)}")
+
+
+def _naming_the_file(read: Callable[[Path, dt.date], pd.DataFrame], path: Path, date: dt.date) -> pd.DataFrame:
+    """read(path, date), with the file named in any error: pandas and numpy name none when a CSV line
+    is ragged, the bytes are not text or a value is not a number, and a backfill reads many files."""
+    try:
+        return read(path, date)
+    except MarketDataError:
+        raise
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise MarketDataError(f"{path} could not be read as klines: {type(exc).__name__}: {exc}") from None
 
 
 def _vision_candidates(directory: Path, symbol: str, date: dt.date) -> list[Path]:
@@ -118,14 +130,15 @@ def _parse_vision_csv(path: Path, data: bytes) -> pd.DataFrame:
         raise MarketDataError(
             f"{path} has {raw.shape[1]} columns; Binance Vision klines have {BINANCE_VISION_COLUMNS}"
         )
-    if not raw.iloc[0, 0].strip().isdigit():
+    first = raw.iloc[0, 0]
+    if isinstance(first, str) and not first.strip().isdigit():  # an empty cell (NaN) is a bad row, not a header
         raw = raw.iloc[1:]  # a header line such as open_time,open,high,...
     numbers = raw.iloc[:, :6].apply(pd.to_numeric, errors="coerce")
     if numbers.empty:
         raise MarketDataError(f"{path} holds no kline rows")
     bad = numbers.index[numbers.isna().any(axis=1)]
     if len(bad):
-        raise MarketDataError(f"{path} line {bad[0] + 1} is not a kline row: {','.join(raw.loc[bad[0]].astype(str))}")
+        raise MarketDataError(f"{path} line {bad[0] + 1} is not a kline row: {','.join(raw.loc[bad[0]].fillna('').astype(str))}")
     return numbers
 
 
