@@ -90,13 +90,16 @@ def releases(args: argparse.Namespace) -> int:
         return 0
     print(f"{'':1} {'symbol':10} {'date':10} {'model':5} {'metric':8} {'score':>7} {'champion':>8} {'baseline':>8}")
     for r in rows:
+        marker = ("*" if r.in_service else "!") if r.current else " "
         if r.error:
-            print(f"{'*' if r.current else ' '} {r.symbol:10} {r.date:10} DAMAGED: {r.error}")
+            print(f"{marker} {r.symbol:10} {r.date:10} DAMAGED: {r.error}")
             continue
         print(
-            f"{'*' if r.current else ' '} {r.symbol:10} {r.date:10} {r.model_type:5} {r.select_metric or '-':8} "
+            f"{marker} {r.symbol:10} {r.date:10} {r.model_type:5} {r.select_metric or '-':8} "
             f"{_fmt(r.score):>7} {_fmt(r.champion_score):>8} {_fmt(r.baseline_score):>8}"
         )
+    if any(r.current and not r.in_service for r in rows):
+        print("! current/<SYMBOL> points at a damaged release the trading engine cannot load: roll back to a good one")
     return 0
 
 

@@ -21,7 +21,7 @@ from levibot_assets.core.dataset import TrainTest, split_window
 from levibot_assets.core.features import FORWARD_RETURN_COLUMN, compute_features
 from levibot_assets.core.lgbm import LgbmClassifier, fit_lgbm
 from levibot_assets.core.model_api import MODEL_CLASSES, TrainedModel
-from levibot_assets.core.release import ReleaseDecision
+from levibot_assets.core.release import MAIN_FILE, ReleaseDecision
 from levibot_assets.core.sources.synthetic import synthetic_day
 
 SYMBOL = "BTCUSDT"
@@ -90,6 +90,19 @@ class SkillClassifier:
         return cls(**json.loads((Path(directory) / SKILL_FILE).read_text()))
 
 
+class FileModel:
+    """A stand-in that saves one file named like its type's model (lgbm.txt, tft.ckpt) and never loads.
+
+    For tests of deploying, best_* links and history, where only files and hashes matter.
+    """
+
+    def __init__(self, model_type: str = "lgbm", text: str = "model"):
+        self.model_type, self.text = model_type, text
+
+    def save(self, directory: Path) -> list[Path]:
+        return [atomic_write_text(Path(directory) / MAIN_FILE[self.model_type], self.text)]
+
+
 def register_skill(monkeypatch) -> None:
     monkeypatch.setitem(MODEL_CLASSES, "skill", f"{__name__}:SkillClassifier")
 
@@ -98,8 +111,13 @@ def trained(model) -> TrainedModel:
     return TrainedModel(model=model, metrics={})
 
 
-def released_decision(date: dt.date | str, symbol: str, model, score: float = 0.6) -> ReleaseDecision:
-    """A promotion decision carrying `model` (for tests of writing, deploying and crashing)."""
+def released_decision(
+    date: dt.date | str, symbol: str, model, score: float = 0.6, champion_id: str | None = None
+) -> ReleaseDecision:
+    """A promotion decision carrying `model` (for tests of writing, deploying and crashing).
+
+    Without `champion_id` it is deployed whatever is in service (no champion re-check).
+    """
     date = date if isinstance(date, str) else date.isoformat()
     return ReleaseDecision(
         date=date,
@@ -109,6 +127,7 @@ def released_decision(date: dt.date | str, symbol: str, model, score: float = 0.
         select_metric="auc",
         challenger_type=model.model_type,
         scores={"challenger": score, "champion": None, "best_baseline": 0.5, "best_baseline_name": "majority"},
+        champion_id=champion_id,
         model=model,
     )
 

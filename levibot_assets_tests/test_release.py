@@ -31,6 +31,7 @@ from levibot_assets.core.release import (
     ReleaseError,
     beats,
     current_release_date,
+    in_service_id,
     list_releases,
     load_decision,
     load_release,
@@ -65,12 +66,14 @@ def skill(monkeypatch):
     return rf.SkillClassifier
 
 
-def _decide(candidates: dict, champion_model=None, champion_date="2025-10-03", metric="auc", margin=0.0):
+def _decide(candidates: dict, champion_model=None, champion_date="2025-10-03", metric="auc", margin=0.0, layout=None):
+    """decide() on the test split; with `layout`, the champion carries the id of the release in service."""
     data = rf.split()
     evaluation, error = evaluate_with_champion(data, candidates, champion_model, SETTINGS)
     champion = None
     if champion_model is not None:
-        champion = Champion(champion_date, champion_model.model_type, evaluation.scores.get(CHAMPION), error)
+        champion_id = in_service_id(layout, rf.SYMBOL) if layout else f"{champion_date}@test"
+        champion = Champion(champion_date, champion_model.model_type, champion_id, evaluation.scores.get(CHAMPION), error)
     trained = {t: rf.trained(m) for t, m in candidates.items()}
     return decide(rf.TEST_DATE, rf.SYMBOL, trained, evaluation, champion, metric, margin, ["features/x/BTCUSDT"]), evaluation
 
@@ -157,7 +160,7 @@ def test_champion_stays_when_the_challenger_is_not_better(layout, skill):
 
 def test_challenger_beating_the_champion_is_promoted(layout, skill):
     champion = _publish_champion(layout, skill(0.5, seed=1))
-    decision, evaluation = _decide({"skill": skill(2.0), "lgbm": rf.lgbm()}, champion)
+    decision, evaluation = _decide({"skill": skill(2.0), "lgbm": rf.lgbm()}, champion, layout=layout)
     assert decision.released and decision.challenger_type == "skill"
     assert decision.scores["champion"] == evaluation.scores[CHAMPION]["auc"]
     publish(layout, decision)

@@ -10,7 +10,7 @@ from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.dataset import split_window
 from levibot_assets.core.model_api import TrainedModel
 from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir
+from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, release_id
 from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
 from levibot_assets.resources.io_managers import WINDOW_INPUT
 from levibot_assets.resources.storage import StorageResource
@@ -19,7 +19,12 @@ from levibot_assets.settings import get_settings
 
 
 def _champion_model(storage: StorageResource, symbol: str, log) -> tuple:
-    """(model or None, Champion or None): the release in service, loaded after hash verification."""
+    """(model or None, Champion or None): the release in service, loaded after hash verification.
+
+    The Champion carries the id of what was scored, which publish re-checks under its lock. For a
+    champion that cannot be loaded it is the id read before trying, so a swap meanwhile is caught.
+    """
+    in_service = in_service_id(storage.layout, symbol)
     try:
         served = load_current(symbol, storage.data_dir)
     except NoRelease:
@@ -27,8 +32,10 @@ def _champion_model(storage: StorageResource, symbol: str, log) -> tuple:
     except ReleaseError as exc:  # tampered or damaged: it cannot be scored, the challenger may replace it
         log.warning(f"the release in service for {symbol} cannot be loaded: {exc}")
         release_date = current_release_date(storage.layout, symbol) or "unknown"
-        return None, Champion(release_date=release_date, model_type="unknown", error=str(exc))
-    return served.model, Champion(release_date=served.release_date, model_type=served.model_type)
+        return None, Champion(release_date=release_date, model_type="unknown", release_id=in_service, error=str(exc))
+    return served.model, Champion(
+        release_date=served.release_date, model_type=served.model_type, release_id=release_id(served.manifest)
+    )
 
 
 def _float(x) -> dg.MetadataValue:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import fcntl
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +18,31 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden temp file beside `path`, created with mode 0o666 so the kernel applies the umask.
+
+    tempfile.mkstemp creates 0600 whatever the umask, and the files written here (models, parquet,
+    manifests, summaries) are read by a trading engine running as another user. Letting open() apply
+    the process umask (and any default ACL of the directory) gives exactly the mode a normal file
+    gets, without reading the umask (os.umask can only be read by setting it, racy in threads).
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")  # pragma: no cover
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temp file in the same directory, fsync, then os.replace over `path`."""
+    """Write to a temp file in the same directory, fsync, then os.replace over `path`.
+
+    The file gets the mode of a normally created file (0o666 & ~umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -31,7 +50,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
     return path
@@ -41,17 +60,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _cut_torn_tail(fd: int) -> None:
+    """Truncate the file after its last newline: drop what a writer killed mid-line left behind.
+
+    Called under the exclusive flock, so no live writer is mid-line. Without this the next line would
+    be glued onto the torn one and both would be unreadable. Dropping the fragment loses nothing that
+    took effect: a line only counts once its write and fsync returned.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    keep, end = 0, size
+    while end > 0:  # back to the last newline, a block at a time
+        start = max(0, end - (1 << 16))
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
+
+
 def append_line(path: str | os.PathLike, line: str) -> Path:
     """Append one line durably: O_APPEND + a single write() under an exclusive flock, then fsync.
 
     Concurrent writers (threads or processes) never interleave; the flock also covers filesystems
-    where appends are not atomic (NFS). A crash can at worst leave a torn last line.
+    where appends are not atomic (NFS). A crash mid-write leaves a torn last line, which the next
+    append cuts off before writing (readers skip it meanwhile). New files get 0o666 & ~umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _cut_torn_tail(fd)
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
     finally:

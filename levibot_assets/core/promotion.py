@@ -17,7 +17,7 @@ from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.metrics import higher_is_better
-from levibot_assets.core.release import ReleaseDecision, ReleaseError, beats, is_score
+from levibot_assets.core.release import NOTHING_IN_SERVICE, ReleaseDecision, ReleaseError, beats, is_score
 from levibot_assets.settings import Settings
 
 
@@ -32,10 +32,15 @@ def best_of(scores: dict[str, Any], metric: str) -> tuple[str | None, float | No
 
 @dataclass
 class Champion:
-    """The release in service for the symbol, scored on this partition's test rows."""
+    """The release in service for the symbol, scored on this partition's test rows.
+
+    `release_id` (core.release.release_id of the manifest that was loaded, or in_service_id when it
+    could not be) lets publish check under its lock that this is still the release in service.
+    """
 
     release_date: str
     model_type: str
+    release_id: str
     metrics: dict | None = None  # None when it could not be scored (see error)
     error: str | None = None
 
@@ -79,6 +84,7 @@ def decide(
         },
         metrics={"candidates": candidate_scores, "champion": champion.metrics if champion else None, "baselines": baselines},
         champion_release=champion.release_date if champion else None,
+        champion_id=champion.release_id if champion else NOTHING_IN_SERVICE,
         trained_on=list(trained_on or []),
         test_rows=int(evaluation.facts["n_test_rows"]),
     )

@@ -13,7 +13,16 @@ On disk (paths from DataLayout only):
 Crash safety: a release is assembled in a staging directory (model files, then manifest.json last,
 each fsynced), moved into place with one rename, and only then is current/<SYMBOL> swapped with an
 atomic symlink replace. A crash at any instant leaves current/ pointing at a complete release.
-Processes writing the same summary/symbol serialise on fcntl.flock lock files; history appends lock the file itself.
+Processes writing the same summary/symbol serialise on fcntl.flock lock files; history.jsonl,
+shared by all symbols, is appended under a flock of its own.
+
+What is in service changes only in one critical section per symbol (`_change_service`, under the
+symbol lock): re-read what is served, append the history event (fsynced), then make the change.
+The event is written ahead, so every state current/<SYMBOL> is ever in is in history, in order.
+A writer that dies between its event and its change leaves an event that did not happen; the next
+writer of the symbol sees, under the lock, that history's last event is not what is served and
+appends a `repair` event saying what is (`_repair_history`). Before a promotion swaps, it checks
+that the release in service is still the one its decision was scored against (`_check_champion`).
 Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest.
 """
 from __future__ import annotations
@@ -25,6 +34,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -42,6 +52,8 @@ from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, model_class
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 # The file each global best_<type><suffix> link points at.
@@ -50,6 +62,8 @@ LIBRARIES = (
     "levibot_assets", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "optuna",
     "torch", "lightning", "pytorch-forecasting", "dagster",
 )
+# What in_service_id says when no current/<SYMBOL> link exists.
+NOTHING_IN_SERVICE = "none"
 
 
 class ReleaseError(RuntimeError):
@@ -85,6 +99,9 @@ class ReleaseDecision:
     scores: dict = field(default_factory=dict)  # challenger, champion, best_baseline (+ its name)
     metrics: dict = field(default_factory=dict)  # candidates, champion, baselines: full score dicts
     champion_release: str | None = None
+    # in_service_id when the decision was scored; None for a decision not scored against the release
+    # in service (made by hand: tests, benchmarks), which publish deploys without the re-check.
+    champion_id: str | None = None
     trained_on: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     test_rows: int | None = None
@@ -222,6 +239,17 @@ def load_release(release_dir: Path) -> tuple[Classifier, dict]:
     return model, manifest
 
 
+def release_id(manifest: dict) -> str:
+    """`<date>@<12 hex>`: one release, as history records it and the champion re-check compares it.
+
+    The hash is of the parsed manifest, so the manifest a ServedModel loaded and the one read back
+    from disk give the same id. The date alone is not enough: re-running a partition replaces
+    releases/<date>/<SYMBOL> behind an unchanged current/ link with another model and manifest.
+    """
+    digest = sha256_bytes(json.dumps(manifest, sort_keys=True).encode("utf-8"))[:12]
+    return f"{manifest.get('date')}@{digest}"
+
+
 # ----------------------------------------------------------------------------- current links
 
 
@@ -242,6 +270,17 @@ def current_release_date(layout: DataLayout, symbol: str) -> str | None:
     return None if target is None else target.parent.name
 
 
+def in_service_id(layout: DataLayout, symbol: str) -> str:
+    """release_id of what current/<SYMBOL> points at, NOTHING_IN_SERVICE, or `<date>@unreadable`."""
+    target = current_release_dir(layout, symbol)
+    if target is None:
+        return NOTHING_IN_SERVICE
+    try:
+        return release_id(read_manifest(target))
+    except ReleaseError:
+        return f"{target.parent.name}@unreadable"
+
+
 def _point_current(layout: DataLayout, date: str, symbol: str) -> None:
     link = layout.current_link(symbol)
     target = os.path.relpath(layout.release_dir(date, symbol), link.parent)
@@ -256,50 +295,91 @@ def _linked_symbols(layout: DataLayout) -> list[str]:
     return sorted(p.name for p in current.iterdir() if p.is_symlink() and not p.name.startswith("."))
 
 
-def refresh_best_links(layout: DataLayout) -> dict[str, str]:
-    """Point best_<type><suffix> at the best-scoring release in service, per model type."""
-    with file_lock(layout, "best-links"):
-        best: dict[str, tuple[float, Path]] = {}
-        symbols = _linked_symbols(layout)
-        for symbol in symbols:
+def _best_links(layout: DataLayout) -> list[Path]:
+    """The best_* links there are now (not the hidden temp links of a swap in progress)."""
+    return [p for p in layout.root.glob(layout.best_link("*", "").name) if p.is_symlink()]
+
+
+def _drop_best_links_into(layout: DataLayout, release_dir: Path) -> None:
+    """Remove best_* links into a release directory about to be replaced (the caller holds best-links).
+
+    The new release may lack the file a link names (another model type): removed first, a link can
+    be absent after a crash, never dangling; the refresh after the swap sets it again.
+    """
+    dropped = False
+    for link in _best_links(layout):
+        if Path(os.path.normpath(link.parent / os.readlink(link))).parent == release_dir:
+            link.unlink(missing_ok=True)
+            dropped = True
+    if dropped:
+        fsync_dir(layout.root)
+
+
+def _refresh_best_links(layout: DataLayout) -> None:
+    """Point best_<type><suffix> at the best-scoring release in service per model type; remove the rest.
+
+    The caller holds the best-links lock. A type with no release in service (after a rollback or a
+    re-release as another type) loses its link rather than keep one to a release not served.
+    """
+    best: dict[str, tuple[float, Path]] = {}
+    for symbol in _linked_symbols(layout):
+        try:
             release_dir = current_release_dir(layout, symbol)
-            try:
-                manifest = read_manifest(release_dir)
-            except ReleaseError:
-                continue
-            model_type = manifest["model_type"]
-            metric = manifest.get("select_metric", "auc")
-            score = (manifest.get("decision", {}).get("scores") or {}).get("challenger")
-            if not is_score(score):
-                continue
-            key = float(score) if higher_is_better(metric) else -float(score)
-            if model_type not in best or key > best[model_type][0]:
-                best[model_type] = (key, release_dir / MAIN_FILE.get(model_type, next(iter(manifest["files"]))))
-        for model_type, (_, path) in best.items():
-            link = layout.best_link(model_type, path.suffix)
-            atomic_symlink(os.path.relpath(path, link.parent), link)
-        return {t: str(p) for t, (_, p) in best.items()}
+            manifest = read_manifest(release_dir)
+        except ReleaseError:
+            continue
+        model_type = manifest["model_type"]
+        metric = manifest.get("select_metric", "auc")
+        score = (manifest.get("decision", {}).get("scores") or {}).get("challenger")
+        path = release_dir / MAIN_FILE.get(model_type, next(iter(manifest["files"])))
+        if not is_score(score) or not path.is_file():
+            continue
+        key = float(score) if higher_is_better(metric) else -float(score)
+        if model_type not in best or key > best[model_type][0]:
+            best[model_type] = (key, path)
+    kept = set()
+    for model_type, (_, path) in best.items():
+        link = layout.best_link(model_type, path.suffix)
+        atomic_symlink(os.path.relpath(path, link.parent), link)
+        kept.add(link)
+    stale = [link for link in _best_links(layout) if link not in kept]
+    for link in stale:
+        link.unlink(missing_ok=True)
+    if stale:
+        fsync_dir(layout.root)
 
 
 # ----------------------------------------------------------------------------- history and summary
 
 
-def append_history(layout: DataLayout, event: dict) -> None:
-    """One JSON line per promotion or rollback, appended with a single locked write + fsync."""
-    line = json.dumps(_jsonable({"at": _now(), **event}), sort_keys=True, allow_nan=False)
-    append_line(layout.release_history, line + "\n")
+def append_history(layout: DataLayout, event: dict) -> dict:
+    """Append one event as a JSON line (locked write + fsync; a torn last line is cut off first)."""
+    event = _jsonable({"at": _now(), **event})
+    append_line(layout.release_history, json.dumps(event, sort_keys=True, allow_nan=False) + "\n")
+    return event
 
 
 def read_history(layout: DataLayout, symbol: str | None = None) -> list[dict]:
-    """History events, oldest first; a line torn by a crash mid-append is skipped."""
+    """History events, oldest first. A line that does not parse is skipped with a warning.
+
+    The only such line a crash can leave is a torn last line (a writer killed mid-append; its change
+    never happened, the change comes after the event), which the next append cuts off.
+    """
     path = layout.release_history
     if not path.exists():
         return []
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
     events = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            torn = number == len(lines) and not text.endswith("\n")
+            what = "is torn (a writer died mid-append)" if torn else "is not a JSON event"
+            log.warning(f"{path} line {number} {what}: skipped")
             continue
         if symbol is None or event.get("symbol") == symbol:
             events.append(event)
@@ -383,10 +463,10 @@ def build_manifest(decision: ReleaseDecision, files: dict[str, str], model_type:
     }
 
 
-def write_release_dir(layout: DataLayout, decision: ReleaseDecision) -> Path:
-    """Write model files then manifest.json into staging, fsync, and rename it into releases/<date>/<SYMBOL>.
+def stage_release(layout: DataLayout, decision: ReleaseDecision) -> tuple[Path, str]:
+    """Write model files then manifest.json into a staging directory, fsynced; (staging, its release_id).
 
-    The caller holds the symbol lock.
+    The caller holds the symbol lock and installs the staging directory with `_change_service`.
     """
     if decision.model is None:
         raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
@@ -398,14 +478,81 @@ def write_release_dir(layout: DataLayout, decision: ReleaseDecision) -> Path:
         if not written:
             raise ReleaseError(f"{decision.model.model_type}.save wrote no files")
         files = {p.name: sha256_file(p) for p in written}
-        atomic_write_text(staging / MANIFEST, _dumps(build_manifest(decision, files, decision.model.model_type)))
+        text = _dumps(build_manifest(decision, files, decision.model.model_type))
+        atomic_write_text(staging / MANIFEST, text)
         fsync_dir(staging)
-        final = layout.release_dir(decision.date, decision.symbol)
-        _install_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final
+    return staging, release_id(json.loads(text))
+
+
+def _repair_history(layout: DataLayout, symbol: str) -> None:
+    """Under the symbol lock: if history's last event for the symbol is not what is in service, say so.
+
+    Events are written ahead of their change, so they disagree only after a writer died (or failed)
+    between its event and its change; the `repair` event records what is really served. It also
+    records a release put in service before history existed.
+    """
+    events = read_history(layout, symbol)
+    recorded = events[-1].get("release_id") if events else NOTHING_IN_SERVICE
+    actual = in_service_id(layout, symbol)
+    if recorded != actual:
+        reason = (f"the last event ({recorded}) was not carried out: its writer stopped before the change" if events
+                  else "in service before history recorded it")
+        append_history(layout, {
+            "event": "repair",
+            "symbol": symbol,
+            "release": current_release_date(layout, symbol),
+            "release_id": actual,
+            "previous": events[-1].get("release") if events else None,
+            "previous_id": recorded,
+            "reason": reason,
+        })
+
+
+def _check_champion(layout: DataLayout, decision: ReleaseDecision) -> None:
+    """Refuse to promote on a stale comparison: the decision beat a release no longer in service.
+
+    Runs under the symbol lock. Another process (a rollback, a release of another date, a re-run of
+    the champion's date) may have changed current/<SYMBOL> while this partition was scored; failing
+    leaves everything as it is, and a re-run scores against what is now in service. A decision not
+    to release changes nothing in service, so it is recorded without this check.
+    """
+    if decision.champion_id is None:
+        return
+    now = in_service_id(layout, decision.symbol)
+    if now != decision.champion_id:
+        raise ReleaseError(
+            f"{decision.date}|{decision.symbol}: the release in service changed from {decision.champion_id} to {now} "
+            "while this partition was scored; nothing was released: re-run it"
+        )
+
+
+def _change_service(layout: DataLayout, symbol: str, event: dict, date: str, staging: Path | None = None) -> dict:
+    """The one place what is served changes: history event first, then the change (symbol lock held).
+
+    Appends `event` (+ `previous`, `previous_id`) fsynced, then installs `staging` at
+    releases/<date>/<SYMBOL> if given (for a re-run of the date in service, this install is already
+    the change: hence the event before it), points current/<SYMBOL> there and refreshes the best_*
+    links, all under the best-links lock so that no other writer links into the directory while it
+    is replaced.
+    """
+    event = append_history(layout, {
+        **event,
+        "symbol": symbol,
+        "release": date,
+        "previous": current_release_date(layout, symbol),
+        "previous_id": in_service_id(layout, symbol),
+    })
+    with file_lock(layout, "best-links"):
+        if staging is not None:
+            final = layout.release_dir(date, symbol)
+            _drop_best_links_into(layout, final)
+            _install_dir(staging, final)
+        _point_current(layout, date, symbol)
+        _refresh_best_links(layout)
+    return event
 
 
 def _summary_entry(decision: ReleaseDecision, current: str | None) -> dict:
@@ -414,32 +561,31 @@ def _summary_entry(decision: ReleaseDecision, current: str | None) -> dict:
 
 
 def publish(layout: DataLayout, decision: ReleaseDecision) -> dict:
-    """Carry out a decision: write + deploy the release when promoted, record it in summary/history.
+    """Carry out a decision: write + deploy the release when promoted, record it in history/summary.
 
-    Order: release dir (complete, fsynced) -> current/<SYMBOL> swap -> best links -> history -> summary.
+    Under the symbol lock: repair history, re-check the champion, stage the release, then
+    `_change_service` (history event -> release dir -> current/<SYMBOL> -> best links). The summary
+    (per-date lock) comes last; load_decision falls back to the manifest if a crash skips it.
     """
     symbol, date = decision.symbol, decision.date
     with file_lock(layout, f"release-{symbol}"):
-        previous = current_release_date(layout, symbol)
+        _repair_history(layout, symbol)
         if decision.released:
-            write_release_dir(layout, decision)
-            _point_current(layout, date, symbol)
+            _check_champion(layout, decision)
+            staging, new_id = stage_release(layout, decision)
+            try:
+                _change_service(layout, symbol, {
+                    "event": "promote",
+                    "release_id": new_id,
+                    "model_type": decision.challenger_type,
+                    "select_metric": decision.select_metric,
+                    "score": decision.scores.get("challenger"),
+                    "reason": decision.reason,
+                }, date, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         current = current_release_date(layout, symbol)
-    if decision.released:
-        refresh_best_links(layout)
-        append_history(
-            layout,
-            {
-                "event": "promote",
-                "symbol": symbol,
-                "release": date,
-                "previous": previous,
-                "model_type": decision.challenger_type,
-                "select_metric": decision.select_metric,
-                "score": decision.scores.get("challenger"),
-                "reason": decision.reason,
-            },
-        )
     entry = _summary_entry(decision, current)
     update_summary(layout, date, symbol, entry)
     return entry
@@ -465,6 +611,12 @@ def load_decision(layout: DataLayout, date: dt.date | str, symbol: str) -> Relea
 
 @dataclass(frozen=True)
 class ReleaseInfo:
+    """One release as listed; `current`: current/<SYMBOL> points at it.
+
+    `error` is set when the release fails verification (manifest or any file's sha256): the engine
+    cannot load it, so a current release with an error is linked but not served.
+    """
+
     date: str
     symbol: str
     model_type: str | None
@@ -473,17 +625,19 @@ class ReleaseInfo:
     champion_score: float | None
     baseline_score: float | None
     current: bool
-    error: str | None = None  # set when the manifest cannot be read
+    error: str | None = None
+
+    @property
+    def in_service(self) -> bool:
+        return self.current and self.error is None
 
 
 def release_dates(layout: DataLayout, symbol: str) -> list[str]:
-    """Dates that have a release directory for the symbol, oldest first."""
+    """Dates that have a release directory for the symbol, oldest first (damaged ones included)."""
     root = layout.releases_dir
     if not root.is_dir():
         return []
-    return sorted(
-        d.name for d in root.iterdir() if d.is_dir() and (layout.release_dir(d.name, symbol) / MANIFEST).exists()
-    )
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and layout.release_dir(d.name, symbol).is_dir())
 
 
 def released_symbols(layout: DataLayout) -> list[str]:
@@ -494,30 +648,44 @@ def released_symbols(layout: DataLayout) -> list[str]:
     return sorted(names | set(_linked_symbols(layout)))
 
 
+def _release_info(layout: DataLayout, date: str, symbol: str, current: bool) -> ReleaseInfo:
+    try:
+        manifest = verify_release(layout.release_dir(date, symbol))
+    except ReleaseError as exc:
+        return ReleaseInfo(date, symbol, None, None, None, None, None, current, str(exc))
+    scores = manifest.get("decision", {}).get("scores") or {}
+    return ReleaseInfo(
+        date=date,
+        symbol=symbol,
+        model_type=manifest["model_type"],
+        select_metric=manifest.get("select_metric"),
+        score=scores.get("challenger"),
+        champion_score=scores.get("champion"),
+        baseline_score=scores.get("best_baseline"),
+        current=current,
+    )
+
+
 def list_releases(layout: DataLayout, symbol: str | None = None) -> list[ReleaseInfo]:
-    """Every release (oldest first per symbol) with its scores; `current` marks the one in service."""
+    """Every release (oldest first per symbol), verified against its manifest like the loader does.
+
+    Whatever current/<SYMBOL> points at is listed even when it is not a release of the symbol (a
+    missing directory, a hand-made link): it is marked current, with the error saying why.
+    """
     rows = []
     for sym in [symbol] if symbol else released_symbols(layout):
-        current = current_release_date(layout, sym)
-        for date in release_dates(layout, sym):
-            try:
-                manifest = read_manifest(layout.release_dir(date, sym))
-            except ReleaseError as exc:
-                rows.append(ReleaseInfo(date, sym, None, None, None, None, None, date == current, str(exc)))
-                continue
-            scores = manifest.get("decision", {}).get("scores") or {}
-            rows.append(
-                ReleaseInfo(
-                    date=date,
-                    symbol=sym,
-                    model_type=manifest["model_type"],
-                    select_metric=manifest.get("select_metric"),
-                    score=scores.get("challenger"),
-                    champion_score=scores.get("champion"),
-                    baseline_score=scores.get("best_baseline"),
-                    current=date == current,
-                )
-            )
+        try:
+            target = current_release_dir(layout, sym)
+        except ReleaseError as exc:
+            target = None
+            rows.append(ReleaseInfo("?", sym, None, None, None, None, None, True, str(exc)))
+        linked = target.parent.name if target is not None else None
+        if target is not None and target != layout.release_dir(linked, sym):
+            error = f"{layout.current_link(sym)} points at {target}, which is not a release directory of {sym}"
+            rows.append(ReleaseInfo(linked, sym, None, None, None, None, None, True, error))
+            linked = None
+        dates = sorted(set(release_dates(layout, sym)) | ({linked} if linked else set()))
+        rows.extend(_release_info(layout, date, sym, date == linked) for date in dates)
     return rows
 
 
@@ -545,20 +713,10 @@ def resolve_target(layout: DataLayout, symbol: str, to: str) -> str:
 
 
 def rollback(layout: DataLayout, symbol: str, to: str) -> dict:
-    """Point current/<SYMBOL> at an earlier (or later) release after verifying its hashes; log it."""
+    """Point current/<SYMBOL> at an earlier (or later) release after verifying its hashes; log it first."""
     with file_lock(layout, f"release-{symbol}"):
+        _repair_history(layout, symbol)
         target = resolve_target(layout, symbol, to)
         manifest = verify_release(layout.release_dir(target, symbol))
-        previous = current_release_date(layout, symbol)
-        _point_current(layout, target, symbol)
-    refresh_best_links(layout)
-    event = {
-        "event": "rollback",
-        "symbol": symbol,
-        "release": target,
-        "previous": previous,
-        "model_type": manifest["model_type"],
-        "requested": to,
-    }
-    append_history(layout, event)
-    return event
+        event = {"event": "rollback", "release_id": release_id(manifest), "model_type": manifest["model_type"], "requested": to}
+        return _change_service(layout, symbol, event, target)
