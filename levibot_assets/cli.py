@@ -3,7 +3,7 @@
     levibot releases [--symbol S]                       list releases, '*' marks the one in service
     levibot rollback --symbol S --to previous|DATE      put another release in service (hash-checked)
     levibot predict --symbol S                          P(up) of the model in service for the latest bar
-    levibot materialize [--days N | --start D --end D]  run (date, symbol) partitions into DAGSTER_HOME
+    levibot materialize [--days N | --start D --end D]  one range run per symbol into DAGSTER_HOME
 
 Every subcommand takes --data-dir (default LEVIBOT_DATA_DIR). Errors print one line and exit 2.
 """
@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -143,25 +144,28 @@ def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", default="*", help="comma-separated assets, or * for the whole graph")
 
 
-@command("materialize", "materialize (date, symbol) partitions in date order; runs are kept in DAGSTER_HOME",
-         _materialize_arguments)
+@command("materialize", "materialize a date range of partitions: one run per symbol, dates in order; "
+         "runs are kept in DAGSTER_HOME", _materialize_arguments)
 def materialize_command(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from levibot_assets.materialize import date_range, last_complete_day, materialize_partitions
-
     from levibot_assets.definitions import ASSETS, build_resources
+    from levibot_assets.materialize import check_range, last_complete_day, materialize_ranges
 
     if args.data_dir:
         os.environ["LEVIBOT_DATA_DIR"] = args.data_dir
         get_settings.cache_clear()
     settings = get_settings()
     defs = dg.Definitions(assets=ASSETS, resources=build_resources(settings))  # resources of these settings
-    end = args.end or last_complete_day()
     if args.days is not None and args.start is not None:
         raise SettingsError("give either --days or --start, not both")
-    start = args.start or end - dt.timedelta(days=(args.days or 1) - 1)
-    start = max(start, settings.start_date)
+    if args.days is not None and args.days < 1:
+        raise SettingsError(f"--days {args.days}: give at least 1 day")
+    last = last_complete_day()
+    end = args.end or last
+    # --days counts back from the end but never before the first partition; --start is taken as given
+    start = args.start or max(end - dt.timedelta(days=(args.days or 1) - 1), settings.start_date)
+    check_range(start, end, settings.start_date, last)
     symbols = [_symbol(s.strip()) for s in args.symbols.split(",")] if args.symbols else list(settings.symbols)
     unknown = sorted(set(symbols) - set(settings.symbols))
     if unknown:
@@ -172,14 +176,15 @@ def materialize_command(args: argparse.Namespace) -> int:
     if missing:
         raise SettingsError(f"unknown assets {missing}; the graph has {graph}")
     selection = [a for a in graph if a in requested]  # in dependency order
-    dates = date_range(start, end)
-    print(f"materializing {', '.join(selection)} for {len(dates)} day(s) {start}..{end} x {', '.join(symbols)}")
+    days = (end - start).days + 1
+    print(f"materializing {', '.join(selection)} for {days} day(s) {start}..{end} x {', '.join(symbols)}")
 
     def report(run) -> None:
-        print(f"  {run.date} {run.symbol}: {'ok' if run.success else 'FAILED'} (run {run.run_id[:8]})", flush=True)
+        status = "ok" if run.success else "FAILED\n" + textwrap.indent(run.failure, "    ")
+        print(f"  {run.symbol} {run.start}..{run.end}: {status} (run {run.run_id[:8]})", flush=True)
 
     with dg.DagsterInstance.get() as instance:
-        runs = materialize_partitions(defs, dates, symbols, selection, instance, on_run=report)
+        runs = materialize_ranges(defs, start, end, symbols, selection, instance, on_run=report)
     summary = DataLayout(settings.data_dir).release_summary(end)
     if summary.exists():
         print(f"release summary of {end} ({summary}):")

@@ -9,9 +9,7 @@ from levibot_assets.assets.release import best_release
 from levibot_assets.jobs import rollback_job
 from levibot_assets.reaper import dead_run_reaper
 from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
-from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
 from levibot_assets.resources.market_data import MarketDataResource
-from levibot_assets.resources.release_io_manager import ReleaseIOManager
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.schedules import nightly_job, nightly_schedule
 from levibot_assets.sensors import asset_check_alerts, run_failure_alerts
@@ -27,9 +25,6 @@ def build_resources(settings=None) -> dict:
         "market_data": MarketDataResource(
             source=settings.source, exchange=settings.exchange, files_dir=settings.files_dir
         ),
-        "parquet_io_manager": ParquetIOManager(storage=storage),
-        "model_io_manager": ModelIOManager(storage=storage),
-        "release_io_manager": ReleaseIOManager(storage=storage),
         # The variable, not its value: run snapshots keep resource config, and the URL holds a token.
         # Only when set, because an EnvVar of an unset variable fails resource initialization.
         "alerts": AlertResource(storage=storage, webhook_url=dg.EnvVar(WEBHOOK_ENV) if settings.alert_webhook else None),

@@ -1,30 +1,33 @@
-"""Materialize (date, symbol) partitions in-process into the persistent Dagster instance.
+"""Range runs into the persistent Dagster instance: what `levibot materialize` and `make run` use.
 
-Used by `levibot materialize` and `make run`: runs are recorded in DAGSTER_HOME, so they show in
-the UI afterwards. Dates run in ascending order, so a model's training window is already built
-when its day comes up.
+A range of dates for one symbol is ONE run carrying Dagster's partition-range tags, exactly what
+`dagster asset materialize --partition-range` and a UI backfill launch (every asset has
+`BackfillPolicy.single_run()`); the assets take its partitions in date order. Runs are recorded
+in DAGSTER_HOME, so they show in the UI afterwards.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import dagster as dg
 
-from levibot_assets.partitions import partition_key
-
+from levibot_assets.partitions import range_tags
+from levibot_assets.settings import SettingsError
 
 # The console shows warnings and errors only; the full event log is in the instance (UI).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
-class PartitionRun:
-    date: dt.date
+class RangeRun:
     symbol: str
+    start: dt.date
+    end: dt.date
     success: bool
     run_id: str
+    failure: str = ""
 
 
 def last_complete_day(now: dt.datetime | None = None) -> dt.date:
@@ -32,35 +35,43 @@ def last_complete_day(now: dt.datetime | None = None) -> dt.date:
     return now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
-def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+def check_range(start: dt.date, end: dt.date, first_date: dt.date, last_date: dt.date) -> None:
+    """One clear line for a range that has no partitions to run."""
     if end < start:
-        raise ValueError(f"end date {end} is before start date {start}")
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        raise SettingsError(f"end date {end} is before start date {start}")
+    if start < first_date:
+        raise SettingsError(f"start date {start} is before the first partition {first_date} (LEVIBOT_START_DATE)")
+    if end > last_date:
+        raise SettingsError(f"end date {end} is after the last complete UTC day {last_date}")
 
 
-def materialize_partitions(
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return "\n".join(error.message.strip() for error in errors if error is not None)
+
+
+def materialize_ranges(
     defs: dg.Definitions,
-    dates: Iterable[dt.date],
+    start: dt.date,
+    end: dt.date,
     symbols: Sequence[str],
     selection: Sequence[str],
     instance: dg.DagsterInstance,
-    on_run: Callable[[PartitionRun], None] = lambda run: None,
-) -> list[PartitionRun]:
-    """One run per (date, symbol) of the selected assets (and their checks); stops at nothing."""
+    on_run: Callable[[RangeRun], None] = lambda run: None,
+) -> list[RangeRun]:
+    """One run per symbol over start..end of the selected assets (and their checks)."""
     job = defs.resolve_implicit_global_asset_job_def()
     keys = [dg.AssetKey(name) for name in selection]
     runs = []
-    for date in sorted(dates):
-        for symbol in symbols:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=partition_key(date, symbol),
-                asset_selection=keys,
-                raise_on_error=False,
-                run_config=QUIET_CONSOLE,
-                tags={"levibot/trigger": "cli", "levibot/symbol": symbol},
-            )
-            run = PartitionRun(date, symbol, result.success, result.run_id)
-            on_run(run)
-            runs.append(run)
+    for symbol in symbols:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            run_config=QUIET_CONSOLE,
+            tags={**range_tags(start, end, symbol), "levibot/trigger": "cli", "levibot/symbol": symbol},
+        )
+        run = RangeRun(symbol, start, end, result.success, result.run_id, "" if result.success else _failure_message(result))
+        on_run(run)
+        runs.append(run)
     return runs

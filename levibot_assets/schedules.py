@@ -2,10 +2,11 @@
 
 A model trains on the trailing `train_days` days of features. On a fresh install (or after an
 outage) some of those days were never materialized, so before each symbol's nightly run the
-schedule first requests one raw_ohlcv+features run per missing window day, oldest first. The
-runs of a symbol carry the tag `levibot/symbol`; dagster.yaml limits that tag to one run at a
-time per value, so a symbol's runs execute in the order requested and the model run finds its
-window complete. When nothing is missing this is exactly one run per symbol for yesterday.
+schedule first requests ONE range run of raw_ohlcv+features over the missing window days (the
+same partition-range run a backfill launches). The runs of a symbol carry the tag
+`levibot/symbol`; dagster.yaml limits that tag to one run at a time per value, so a symbol's runs
+execute in the order requested and the model run finds its window complete. When nothing is
+missing this is exactly one run per symbol for yesterday.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import datetime as dt
 
 import dagster as dg
 
-from levibot_assets.partitions import PARTITIONS, partition_key
+from levibot_assets.partitions import PARTITIONS, partition_key, range_tags
 from levibot_assets.settings import get_settings
 
 SYMBOL_TAG = "levibot/symbol"
@@ -36,24 +37,26 @@ def window_days(date: dt.date, train_days: int, start_date: dt.date) -> list[dt.
 def nightly_requests(
     date: dt.date, train_days: int, materialized: dict[dg.AssetKey, set[str]]
 ) -> list[dg.RunRequest]:
-    """Per symbol: fill runs for missing window days (oldest first), then the full-graph run.
+    """Per symbol: one range run filling the window days that lack features, then the full-graph run.
 
     `materialized` holds the materialized partition keys of raw_ohlcv and features.
     """
     start_date = PARTITIONS.get_partitions_def_for_dimension("date").start.date()
     requests = []
     for symbol in PARTITIONS.get_partitions_def_for_dimension("symbol").get_partition_keys():
-        for day in window_days(date, train_days, start_date):
-            key = partition_key(day, symbol)
-            if str(key) not in materialized.get(FEATURES, set()):
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"{date}:window:{key}",
-                        partition_key=key,
-                        asset_selection=[FEATURES] if str(key) in materialized.get(RAW, set()) else [RAW, FEATURES],
-                        tags={SYMBOL_TAG: symbol, "levibot/purpose": "training-window"},
-                    )
+        days = window_days(date, train_days, start_date)
+        missing = [d for d in days if str(partition_key(d, symbol)) not in materialized.get(FEATURES, set())]
+        if missing:
+            first, last = missing[0], missing[-1]
+            span = [d for d in days if first <= d <= last]
+            have_raw = all(str(partition_key(d, symbol)) in materialized.get(RAW, set()) for d in span)
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{date}:window:{symbol}:{first}..{last}",
+                    asset_selection=[FEATURES] if have_raw else [RAW, FEATURES],
+                    tags={**range_tags(first, last, symbol), SYMBOL_TAG: symbol, "levibot/purpose": "training-window"},
                 )
+            )
         key = partition_key(date, symbol)
         requests.append(dg.RunRequest(run_key=f"{date}:nightly:{key}", partition_key=key, tags={SYMBOL_TAG: symbol}))
     return requests

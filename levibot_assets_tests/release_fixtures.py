@@ -132,31 +132,13 @@ def released_decision(
     )
 
 
-def best_release_resources(storage) -> dict:
-    """The resources best_release and its upstream IO managers need, on one storage."""
-    from levibot_assets.resources.io_managers import ModelIOManager, ParquetIOManager
-    from levibot_assets.resources.release_io_manager import ReleaseIOManager
-
-    return {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(storage=storage),
-        "model_io_manager": ModelIOManager(storage=storage),
-        "release_io_manager": ReleaseIOManager(storage=storage),
-    }
-
-
-def materialize_best_release(resources: dict):
+def materialize_best_release(storage):
     """best_release alone for (TEST_DATE, SYMBOL), its inputs read from files already on disk."""
     import dagster as dg
 
     from levibot_assets.assets.release import best_release
-    from levibot_assets.partitions import PARTITIONS, partition_key
+    from levibot_assets.partitions import partition_key
 
-    sources = [
-        dg.SourceAsset(name, partitions_def=PARTITIONS, io_manager_key=key)
-        for name, key in (("features", "parquet_io_manager"), ("lgbm_model", "model_io_manager"),
-                          ("tft_model", "model_io_manager"))
-    ]
     with dg.instance_for_test() as instance:
-        return dg.materialize([best_release, *sources], partition_key=partition_key(TEST_DATE, SYMBOL),
-                              resources=resources, instance=instance, selection=[best_release])
+        return dg.materialize([best_release], partition_key=partition_key(TEST_DATE, SYMBOL),
+                              resources={"storage": storage}, instance=instance)

@@ -63,11 +63,11 @@ def test_broken_raw_partition_blocks_everything_downstream(tmp_path):
         assert consistent.metadata["duplicate_timestamps"].value == 1
         assert consistent.metadata["inconsistent_ohlc"].value == 1
         assert consistent.partition == f"{DAY}|BTCUSDT"
-        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-        assert materialized == {"raw_ohlcv"}  # stored for inspection, but nothing trains on it
-        for asset in assets[1:]:
+        assert not result.get_asset_materialization_events()  # kept off disk: nothing can train on it
+        for asset in assets:
             assert not instance.get_materialized_partitions(asset.key)
         assert not result.success
+    assert not (tmp_path / "data" / "raw_ohlcv").exists()
 
 
 def test_real_halt_day_warns_with_gap_times(tmp_path, shared_data_dir):

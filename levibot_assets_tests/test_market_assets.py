@@ -64,7 +64,7 @@ def test_features_without_raw_partition_fails_clearly(levibot_env):
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     error = failure.event_specific_data.error
     text = error.message + (error.cause.message if error.cause else "")
-    assert "raw_ohlcv 2025-10-13|BTCUSDT has not been materialized" in text
+    assert "raw_ohlcv partition 2025-10-13|BTCUSDT has not been materialized" in text
 
 
 def test_files_source_on_real_data_matches_the_dump(levibot_env, shared_data_dir):
@@ -115,7 +115,7 @@ def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypa
     exchange = binance()
     recorder = RecordedBinance(exchange, rows, failures=[ccxt.NetworkError("connection reset")])
     delays = []
-    client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append)
+    client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append, rand=lambda: 0.0)  # no jitter
     monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id: client)
     settings = levibot_env(source="ccxt")
     with dg.instance_for_test() as instance:

@@ -45,7 +45,7 @@ from levibot_assets.core.release import (
 )
 from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
-from levibot_assets.partitions import PARTITIONS, partition_key
+from levibot_assets.partitions import partition_key
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import Settings
 from levibot_assets_tests import release_fixtures as rf
@@ -355,7 +355,7 @@ def test_sigkill_during_promotion_leaves_a_complete_release_in_service(layout, m
 # ------------------------------------------------------------------------- Dagster wiring
 
 
-def test_best_release_asset_writes_through_the_release_io_manager(tmp_path, monkeypatch, skill):
+def test_best_release_asset_publishes_the_decision_it_records(tmp_path, monkeypatch, skill):
     monkeypatch.setitem(MODEL_CLASSES, "tft", MODEL_CLASSES["skill"])  # a fast stand-in in the tft slot
     layout = DataLayout(tmp_path / "data")
     storage = StorageResource(data_dir=str(layout.root))
@@ -367,21 +367,16 @@ def test_best_release_asset_writes_through_the_release_io_manager(tmp_path, monk
     (model_dir / "lgbm_metrics.json").write_text(json.dumps({"best_params": {"num_leaves": 7}}))
     (model_dir / "tft_metrics.json").write_text("{}")
 
-    resources = rf.best_release_resources(storage)
-    result = rf.materialize_best_release(resources)
+    result = rf.materialize_best_release(storage)
     assert result.success
     meta = result.asset_materializations_for_node("best_release")[0].metadata
     assert meta["released"].value is True and meta["challenger"].value == "tft"
     assert current_release_date(layout, rf.SYMBOL) == rf.TEST_DATE.isoformat()
     assert read_manifest(layout.release_dir(rf.TEST_DATE, rf.SYMBOL))["model_type"] == "skill"
-    with dg.instance_for_test() as instance:  # loading best_release back goes through the same IO manager
-        context = dg.build_input_context(
-            asset_key=dg.AssetKey("best_release"), partition_key=partition_key(rf.TEST_DATE, rf.SYMBOL),
-            asset_partitions_def=PARTITIONS, instance=instance,
-        )
-        loaded = resources["release_io_manager"].load_input(context)
-    assert loaded.released and loaded.reason == meta["reason"].value
-    assert isinstance(loaded.model, rf.SkillClassifier) and loaded.model.skill == 1.5
+    recorded = load_decision(layout, rf.TEST_DATE, rf.SYMBOL)  # the decision as summary.json keeps it
+    assert recorded.released and recorded.reason == meta["reason"].value
+    served, _ = load_release(layout.release_dir(rf.TEST_DATE, rf.SYMBOL))
+    assert isinstance(served, rf.SkillClassifier) and served.skill == 1.5
 
     publish(layout, rf.released_decision(D1, rf.SYMBOL, rf.lgbm()))
     ok = rollback_job.execute_in_process(

@@ -20,7 +20,7 @@ def test_no_release_is_said_clearly_and_fails_a_warn_check(tmp_path, monkeypatch
     rf.SkillClassifier(-3.0).save(model_dir)
     for slot in ("lgbm", "tft"):
         (model_dir / f"{slot}_metrics.json").write_text("{}")
-    result = rf.materialize_best_release(rf.best_release_resources(storage))
+    result = rf.materialize_best_release(storage)
     assert result.success  # a WARN check does not fail the run
     meta = result.asset_materializations_for_node("best_release")[0].metadata
     assert meta["released"].value is False and "baseline" in meta["reason"].value

@@ -4,7 +4,7 @@ import datetime as dt
 import dagster as dg
 
 from levibot_assets.definitions import defs
-from levibot_assets.partitions import partition_key
+from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
 from levibot_assets.schedules import SYMBOL_TAG, nightly_schedule, window_days
 from levibot_assets.settings import get_settings
 
@@ -47,24 +47,26 @@ def test_complete_window_gives_exactly_one_run_per_symbol_for_yesterday():
     assert all(r.asset_selection is None and r.tags[SYMBOL_TAG] in SYMBOLS for r in requests)
 
 
-def test_fresh_install_fills_the_window_first_oldest_day_first():
+def test_fresh_install_fills_the_window_first_in_one_range_run():
     first_day = dt.date(2025, 10, 13) - dt.timedelta(days=TRAIN_DAYS - 1)
     with dg.instance_for_test() as instance:
         _report_materialized(instance, "raw_ohlcv", [first_day], ["BTCUSDT"])  # raw there, features not
-        _report_materialized(
-            instance, "features", window_days(dt.date(2025, 10, 13), TRAIN_DAYS, first_day), ["ETHUSDT", "SOLUSDT"]
-        )
+        window = window_days(dt.date(2025, 10, 13), TRAIN_DAYS, first_day)
+        _report_materialized(instance, "features", window, ["ETHUSDT"])
+        _report_materialized(instance, "raw_ohlcv", window, ["SOLUSDT"])
+        _report_materialized(instance, "features", [dt.date(2025, 10, 12)], ["SOLUSDT"])
         requests = _evaluate(instance).run_requests
     btc = [r for r in requests if r.tags[SYMBOL_TAG] == "BTCUSDT"]
-    assert [r.partition_key for r in btc] == [
-        *(f"{first_day + dt.timedelta(days=k)}|BTCUSDT" for k in range(TRAIN_DAYS - 1)),
-        "2025-10-13|BTCUSDT",
-    ]
-    assert btc[0].asset_selection == [dg.AssetKey("features")]  # raw already there: not fetched again
-    assert btc[1].asset_selection == [dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")]
-    assert btc[-1].asset_selection is None  # the whole graph
-    others = [r.partition_key for r in requests if r.tags[SYMBOL_TAG] != "BTCUSDT"]
-    assert others == ["2025-10-13|ETHUSDT", "2025-10-13|SOLUSDT"]
+    assert len(btc) == 2
+    fill, nightly = btc
+    assert fill.partition_key is None
+    assert fill.tags[RANGE_START_TAG] == f"{first_day}|BTCUSDT" and fill.tags[RANGE_END_TAG] == "2025-10-12|BTCUSDT"
+    assert fill.asset_selection == [dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")]  # raw missing on most days
+    assert nightly.partition_key == "2025-10-13|BTCUSDT" and nightly.asset_selection is None  # the whole graph
+    assert [r.partition_key for r in requests if r.tags[SYMBOL_TAG] == "ETHUSDT"] == ["2025-10-13|ETHUSDT"]
+    sol_fill, _ = [r for r in requests if r.tags[SYMBOL_TAG] == "SOLUSDT"]
+    assert sol_fill.asset_selection == [dg.AssetKey("features")]  # raw already there: not fetched again
+    assert (sol_fill.tags[RANGE_START_TAG], sol_fill.tags[RANGE_END_TAG]) == (f"{first_day}|SOLUSDT", "2025-10-11|SOLUSDT")
 
 
 def test_window_is_clipped_at_the_start_date():

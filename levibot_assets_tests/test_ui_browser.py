@@ -156,4 +156,4 @@ def test_asset_graph_renders_with_schedule_and_sensors(dagster_ui, tmp_path):
     nightly = schedules["nightly_schedule"]
     assert (nightly["cronSchedule"], nightly["executionTimezone"]) == ("0 3 * * *", "UTC")
     assert nightly["scheduleState"]["status"] == "RUNNING"
-    assert sensors == {"asset_check_alerts": "RUNNING", "run_failure_alerts": "RUNNING"}
+    assert sensors == {"asset_check_alerts": "RUNNING", "run_failure_alerts": "RUNNING", "dead_run_reaper": "RUNNING"}

@@ -1,19 +1,30 @@
 """raw_ohlcv and features: one UTC day of candles per symbol, and the per-bar features + label.
 
+Both take any set of (date, symbol) partitions in one run (core of a backfill) and handle them one
+at a time through assets.partition_runs: fetch or compute, check, and only then write.
+
+features reads the day before as indicator warm-up when it is on disk, but declares only the same
+day as its upstream partition: a backfill of dates D1..D2 then targets exactly D1..D2 (a declared
+previous-day mapping would pull in D2+1, whose candles nobody asked for).
+
 No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
 """
+
+import datetime as dt
 
 import dagster as dg
 import pandas as pd
 
+from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_check_results, raw_ohlcv_check_results
 from levibot_assets.core.features import LABEL_COLUMN, compute_features, training_rows
-from levibot_assets.partitions import PARTITIONS, partition_date_symbol, warmup_mapping
-from levibot_assets.resources.io_managers import WINDOW_INPUT
+from levibot_assets.core.tables import read_table, write_table
 from levibot_assets.resources.market_data import MarketDataResource
+from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import get_settings
 
 MAX_GAPS_SHOWN = 20
+PREVIEW_ROWS = 5
 
 
 def _gap_metadata(checks: dict[str, dg.AssetCheckResult]) -> dict:
@@ -31,69 +42,69 @@ def _gap_metadata(checks: dict[str, dg.AssetCheckResult]) -> dict:
     }
 
 
-def _time_range(frame: pd.DataFrame) -> dict:
-    if frame.empty:
-        return {}
-    return {
-        "first_timestamp": dg.MetadataValue.text(str(frame["timestamp"].iloc[0])),
-        "last_timestamp": dg.MetadataValue.text(str(frame["timestamp"].iloc[-1])),
+def _table_metadata(frame: pd.DataFrame) -> dict:
+    """Row count, time range and the first rows: what a person checks first in the UI."""
+    meta = {
+        "rows": dg.MetadataValue.int(len(frame)),
+        "preview": dg.MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False) if len(frame) else "(empty)"),
     }
+    if len(frame):
+        meta["first_timestamp"] = dg.MetadataValue.text(str(frame["timestamp"].iloc[0]))
+        meta["last_timestamp"] = dg.MetadataValue.text(str(frame["timestamp"].iloc[-1]))
+    return meta
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    io_manager_key="parquet_io_manager",
-    pool="exchange",
-    group_name="market_data",
-    kinds={"pandas", "parquet"},
-    check_specs=RAW_OHLCV_CHECKS,
-)
-def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource):
+def _store(storage: StorageResource, asset: str, date: dt.date, symbol: str, frame: pd.DataFrame):
+    def store() -> dict:
+        path = write_table(storage.layout, asset, date, symbol, frame)
+        return {"path": dg.MetadataValue.path(str(path)), "bytes": dg.MetadataValue.int(path.stat().st_size)}
+
+    return store
+
+
+@partitioned_asset(pool="exchange", group_name="market_data", kinds={"pandas", "parquet"}, check_specs=RAW_OHLCV_CHECKS)
+def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource):
     """The partition's UTC day of 1-minute candles, as the source delivered them (gaps stay gaps)."""
-    date, symbol = partition_date_symbol(context)
-    bars = market_data.fetch_day(symbol, date)
-    context.log.info(f"{symbol} {date}: {len(bars)} bars from {market_data.describe()}")
-    checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
-    yield dg.Output(
-        bars,
-        metadata={
+
+    def compute(date: dt.date, symbol: str) -> PartitionResult:
+        bars = market_data.fetch_day(symbol, date)
+        context.log.debug(f"{symbol} {date}: {len(bars)} bars from {market_data.describe()}")
+        checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
+        metadata = {
             "source": dg.MetadataValue.text(market_data.describe()),
             "bar_count": dg.MetadataValue.int(len(bars)),
             "last_close": dg.MetadataValue.float(float(bars["close"].iloc[-1]) if len(bars) else float("nan")),
-            **_time_range(bars),
+            **_table_metadata(bars),
             **_gap_metadata(checks),
-        },
-    )
-    yield from checks.values()
+        }
+        return PartitionResult(list(checks.values()), _store(storage, "raw_ohlcv", date, symbol, bars), metadata)
+
+    yield from materialize_partitions(context, compute)
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    io_manager_key="parquet_io_manager",
-    ins={"raw_ohlcv": dg.AssetIn(partition_mapping=warmup_mapping(), metadata=WINDOW_INPUT)},
-    group_name="features",
-    kinds={"pandas", "parquet"},
-    check_specs=FEATURES_CHECKS,
-)
-def features(context: dg.AssetExecutionContext, raw_ohlcv: dict[str, pd.DataFrame]):
+@partitioned_asset(deps=[raw_ohlcv], group_name="features", kinds={"pandas", "parquet"}, check_specs=FEATURES_CHECKS)
+def features(context: dg.AssetExecutionContext, storage: StorageResource):
     """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
-    date, symbol = partition_date_symbol(context)
     horizon = get_settings().label_horizon
-    if date.isoformat() not in raw_ohlcv:
-        raise FileNotFoundError(f"raw_ohlcv {date}|{symbol} has not been materialized: materialize it first")
-    warmup_present = len(raw_ohlcv) > 1
-    if not warmup_present:
-        context.log.warning(f"no raw_ohlcv for the day before {date}: indicators start cold (NaN warm-up rows)")
-    frame = compute_features(pd.concat(raw_ohlcv.values(), ignore_index=True), date, horizon)
-    usable = training_rows(frame)
-    yield dg.Output(
-        frame,
-        metadata={
+    layout = storage.layout
+
+    def compute(date: dt.date, symbol: str) -> PartitionResult:
+        bars = read_table(layout, "raw_ohlcv", date, symbol)
+        previous = date - dt.timedelta(days=1)
+        warmup_present = layout.table("raw_ohlcv", previous, symbol).exists()
+        if warmup_present:
+            bars = pd.concat([read_table(layout, "raw_ohlcv", previous, symbol), bars], ignore_index=True)
+        else:
+            context.log.warning(f"no raw_ohlcv for {previous}|{symbol}: indicators start cold (NaN warm-up rows)")
+        frame = compute_features(bars, date, horizon)
+        usable = training_rows(frame)
+        metadata = {
             "label_horizon_bars": dg.MetadataValue.int(horizon),
             "usable_rows": dg.MetadataValue.int(len(usable)),
             "label_up_share": dg.MetadataValue.float(float(usable[LABEL_COLUMN].mean()) if len(usable) else float("nan")),
             "warmup_day_present": dg.MetadataValue.bool(warmup_present),
-            **_time_range(frame),
-        },
-    )
-    yield from features_check_results(frame)
+            **_table_metadata(frame),
+        }
+        return PartitionResult(features_check_results(frame), _store(storage, "features", date, symbol, frame), metadata)
+
+    yield from materialize_partitions(context, compute)

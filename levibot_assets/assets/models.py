@@ -1,5 +1,9 @@
 """Model assets: each trains on the trailing feature window and is scored on its own date (the test day).
 
+The window (LEVIBOT_TRAIN_DAYS days of features, test day included) is read from storage one
+partition at a time, so a range run holds one window in memory; only the test day's features
+are declared upstream, so a backfill of dates D1..D2 targets exactly those dates.
+
 Every model asset is `train_and_evaluate(...)` plus a fit function: the window is split into
 purged training rows and test-day rows (core.dataset), the model is fitted on the training rows
 only, then it and the baselines are scored on the same test rows (core.evaluation). The scores
@@ -15,16 +19,17 @@ from typing import Any, Callable, Mapping
 import dagster as dg
 import pandas as pd
 
+from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import drift_check_result, model_check_results, model_checks
 from levibot_assets.core.atomic import atomic_write_bytes
 from levibot_assets.core.dataset import TrainTest, align_to_rows, split_window
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.lgbm import train_lgbm
 from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
-from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
-from levibot_assets.resources.io_managers import WINDOW_INPUT
+from levibot_assets.core.tables import read_window, trailing_dates
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import Settings, get_settings
 
@@ -44,13 +49,12 @@ class Fitted:
 FitFunction = Callable[[TrainTest, Settings, Callable[[str], None], str], Fitted]
 
 
-def features_window_in() -> dict[str, dg.AssetIn]:
-    """The trailing LEVIBOT_TRAIN_DAYS days of features (test day included), loaded as {date: frame}."""
-    mapping = training_window_mapping(get_settings().train_days)
-    return {"features": dg.AssetIn(partition_mapping=mapping, metadata=WINDOW_INPUT)}
+def features_window(storage: StorageResource, date, symbol: str, train_days: int) -> dict[str, pd.DataFrame]:
+    """The trailing `train_days` days of features (test day included) on disk, as {date: frame}."""
+    return read_window(storage.layout, "features", symbol, trailing_dates(date, train_days))
 
 
-def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes, plot_path) -> dict:
+def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes) -> dict:
     scores = evaluation.scores[model_type]
     best_name, best_auc = evaluation.best_baseline("auc")
     meta: dict[str, Any] = {name: dg.MetadataValue.float(float(scores[name])) for name in HEADLINE_SCORES}
@@ -65,52 +69,64 @@ def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], pn
     meta["train_rows"] = dg.MetadataValue.int(evaluation.facts["n_train_rows"])
     meta["comparison"] = dg.MetadataValue.md(evaluation.markdown_table())
     meta["plot"] = dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(png).decode()})")
-    meta["plot_path"] = dg.MetadataValue.path(str(plot_path))
     return meta
 
 
 def train_and_evaluate(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
-    features: Mapping[str, pd.DataFrame],
     model_type: str,
     fit: FitFunction,
     with_drift: bool = False,
 ):
-    """Split the window, fit on the training rows, score on the test day, attach metadata and checks."""
+    """For each partition: split its window, fit on the training rows, score the test day, check, store."""
     settings = get_settings()
-    date, symbol = partition_date_symbol(context)
-    data = split_window(features, date, settings.label_horizon)
-    context.log.info(
-        f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
-        f"{len(data.test)} test rows"
-    )
-    fitted = fit(data, settings, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
-    proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
-    evaluation = evaluate_models(data.test, {model_type: proba}, data.train, settings)
-    png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
-    plot_path = atomic_write_bytes(storage.layout.model_plot(date, symbol, model_type), png)
-    metrics = {
-        "model_type": model_type,
-        "symbol": symbol,
-        "test_date": date.isoformat(),
-        "train_days": sorted(d for d in features if d < date.isoformat()),
-        **fitted.facts,
-        "evaluation": evaluation.as_dict(),
-    }
-    context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
-    yield dg.Output(TrainedModel(model=fitted.model, metrics=metrics), metadata=_metadata(evaluation, model_type, fitted.facts, png, plot_path))
-    metric = settings.select_metric
-    yield from model_check_results(
-        metric,
-        evaluation.scores[model_type][metric],
-        {name: evaluation.scores[name][metric] for name in evaluation.baselines},
-        data.train["timestamp"].max(),
-        data.test["timestamp"].min(),
-        purge_gap(settings.label_horizon),
-    )
-    if with_drift:
-        yield drift_check_result(features, date, settings.psi_warn)
+    layout = storage.layout
+
+    def compute(date, symbol: str) -> PartitionResult:
+        features = features_window(storage, date, symbol, settings.train_days)
+        data = split_window(features, date, settings.label_horizon)
+        context.log.info(
+            f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
+            f"{len(data.test)} test rows"
+        )
+        fitted = fit(data, settings, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
+        proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
+        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, settings)
+        png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
+        metrics = {
+            "model_type": model_type,
+            "symbol": symbol,
+            "test_date": date.isoformat(),
+            "train_days": sorted(d for d in features if d < date.isoformat()),
+            **fitted.facts,
+            "evaluation": evaluation.as_dict(),
+        }
+        context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
+        metric = settings.select_metric
+        checks = model_check_results(
+            metric,
+            evaluation.scores[model_type][metric],
+            {name: evaluation.scores[name][metric] for name in evaluation.baselines},
+            data.train["timestamp"].max(),
+            data.test["timestamp"].min(),
+            purge_gap(settings.label_horizon),
+        )
+        if with_drift:
+            checks.append(drift_check_result(features, date, settings.psi_warn))
+
+        def store() -> dict:
+            files = save_trained_model(layout, date, symbol, TrainedModel(model=fitted.model, metrics=metrics))
+            plot_path = atomic_write_bytes(layout.model_plot(date, symbol, model_type), png)
+            return {
+                "path": dg.MetadataValue.path(str(layout.model_dir(date, symbol))),
+                "files": dg.MetadataValue.json([f.name for f in files]),
+                "plot_path": dg.MetadataValue.path(str(plot_path)),
+            }
+
+        return PartitionResult(checks, store, _metadata(evaluation, model_type, fitted.facts, png))
+
+    yield from materialize_partitions(context, compute)
 
 
 def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
@@ -118,17 +134,15 @@ def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], Non
     return Fitted(model=training.model, facts=training.facts(), importance=training.model.feature_importance())
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    ins=features_window_in(),
-    io_manager_key="model_io_manager",
+@partitioned_asset(
+    deps=["features"],
     group_name="models",
     kinds={"lightgbm", "optuna"},
     check_specs=model_checks("lgbm_model", drift=True),
 )
-def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]):
+def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource):
     """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
-    yield from train_and_evaluate(context, storage, features, "lgbm", _fit_lgbm, with_drift=True)
+    yield from train_and_evaluate(context, storage, "lgbm", _fit_lgbm, with_drift=True)
 
 
 def _fit_tft(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
@@ -138,14 +152,7 @@ def _fit_tft(data: TrainTest, settings: Settings, progress: Callable[[str], None
     return Fitted(model=model, facts=dict(model.training))
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    ins=features_window_in(),
-    io_manager_key="model_io_manager",
-    group_name="models",
-    kinds={"pytorch"},
-    check_specs=model_checks("tft_model"),
-)
-def tft_model(context: dg.AssetExecutionContext, storage: StorageResource, features: dict[str, pd.DataFrame]):
+@partitioned_asset(deps=["features"], group_name="models", kinds={"pytorch"}, check_specs=model_checks("tft_model"))
+def tft_model(context: dg.AssetExecutionContext, storage: StorageResource):
     """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""
-    yield from train_and_evaluate(context, storage, features, "tft", _fit_tft)
+    yield from train_and_evaluate(context, storage, "tft", _fit_tft)

@@ -1,18 +1,20 @@
 """best_release: promote the better of lgbm/tft over the model in service only when it has earned it.
 
+The decision is carried out by core.release.publish (release directory, atomic current/<SYMBOL>
+swap, summary and history), then the release in service is verified by the blocking checks.
+
 No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
 """
 
 import dagster as dg
-import pandas as pd
 
+from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.dataset import split_window
-from levibot_assets.core.model_api import TrainedModel
+from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, release_id
-from levibot_assets.partitions import PARTITIONS, partition_date_symbol, training_window_mapping
-from levibot_assets.resources.io_managers import WINDOW_INPUT
+from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, publish, release_id
+from levibot_assets.core.tables import read_window, trailing_dates
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets.settings import get_settings
@@ -42,49 +44,39 @@ def _float(x) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(x) if x is not None else float("nan"))
 
 
-@dg.asset(
-    partitions_def=PARTITIONS,
-    io_manager_key="release_io_manager",
-    ins={
-        "lgbm_model": dg.AssetIn(),
-        "tft_model": dg.AssetIn(),
-        "features": dg.AssetIn(partition_mapping=training_window_mapping(get_settings().train_days), metadata=WINDOW_INPUT),
-    },
+@partitioned_asset(
+    deps=["lgbm_model", "tft_model", "features"],
     group_name="release",
     kinds={"python"},
     check_specs=RELEASE_CHECKS,
 )
-def best_release(
-    context: dg.AssetExecutionContext,
-    storage: StorageResource,
-    lgbm_model: TrainedModel,
-    tft_model: TrainedModel,
-    features: dict[str, pd.DataFrame],
-):
+def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
     """Score lgbm, tft, the champion and the baselines on the same test-day rows, then decide.
 
-    After the IO manager has published, the release in service is verified and must predict.
+    Partitions run in date order, so in a range run each day's champion is the release the days
+    before it put in service. After publishing, the release in service is verified and must predict.
     """
-    date, symbol = partition_date_symbol(context)
     settings = get_settings()
-    split = split_window(features, date, settings.label_horizon)
-    champion_model, champion = _champion_model(storage, symbol, context.log)
-    candidates = {"lgbm": lgbm_model, "tft": tft_model}
-    evaluation, champion_error = evaluate_with_champion(
-        split, {t: tm.model for t, tm in candidates.items()}, champion_model, settings
-    )
-    if champion is not None:
-        champion.metrics = evaluation.scores.get(CHAMPION)
-        champion.error = champion.error or champion_error
-    trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
-    decision = decide(
-        date, symbol, candidates, evaluation, champion, settings.select_metric, settings.promote_margin, trained_on
-    )
-    (context.log.info if decision.released else context.log.warning)(decision.reason)
-    scores = decision.scores
-    yield dg.Output(
-        decision,
-        metadata={
+    layout = storage.layout
+
+    def compute(date, symbol: str) -> PartitionResult:
+        candidates = {t: load_trained_model(layout, t, date, symbol) for t in ("lgbm", "tft")}
+        features = read_window(layout, "features", symbol, trailing_dates(date, settings.train_days))
+        split = split_window(features, date, settings.label_horizon)
+        champion_model, champion = _champion_model(storage, symbol, context.log)
+        evaluation, champion_error = evaluate_with_champion(
+            split, {t: tm.model for t, tm in candidates.items()}, champion_model, settings
+        )
+        if champion is not None:
+            champion.metrics = evaluation.scores.get(CHAMPION)
+            champion.error = champion.error or champion_error
+        trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
+        decision = decide(
+            date, symbol, candidates, evaluation, champion, settings.select_metric, settings.promote_margin, trained_on
+        )
+        (context.log.info if decision.released else context.log.warning)(decision.reason)
+        scores = decision.scores
+        metadata = {
             "released": dg.MetadataValue.bool(decision.released),
             "reason": dg.MetadataValue.text(decision.reason),
             "select_metric": dg.MetadataValue.text(decision.select_metric),
@@ -95,8 +87,23 @@ def best_release(
             "best_baseline_score": _float(scores["best_baseline"]),
             "test_rows": dg.MetadataValue.int(decision.test_rows or 0),
             "scores": dg.MetadataValue.md(evaluation.markdown_table()),
-        },
-    )
-    yield from release_check_results(
-        current_release_dir(storage.layout, symbol), split.context, decision.released, decision.reason
-    )
+        }
+
+        def store() -> dict:
+            entry = publish(layout, decision)
+            stored = {
+                "current_release": dg.MetadataValue.text(entry["current_release"] or "none"),
+                "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
+            }
+            if decision.released:
+                stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))
+            return stored
+
+        def verify() -> list[dg.AssetCheckResult]:
+            return release_check_results(
+                current_release_dir(layout, symbol), split.context, decision.released, decision.reason
+            )
+
+        return PartitionResult([], store, metadata, verify=verify)
+
+    yield from materialize_partitions(context, compute)

@@ -1,0 +1,58 @@
+"""Dated parquet tables (raw_ohlcv, features): one file per (asset, date, symbol).
+
+Assets read and write them one partition at a time, so a range run holds one day in memory, not
+the range. Writes are atomic (core.atomic); reads name the file when it is missing or unreadable.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow
+
+from levibot_assets.core.atomic import atomic_write_parquet
+from levibot_assets.core.layout import DataLayout
+
+
+class MissingPartition(FileNotFoundError):
+    """An upstream partition that was never materialized (the message says what to run)."""
+
+
+def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str, frame: pd.DataFrame) -> Path:
+    return atomic_write_parquet(layout.table(asset, date, symbol), frame)
+
+
+def read_parquet_file(path: Path) -> pd.DataFrame:
+    """pandas.read_parquet, with the file named when its bytes are not a readable parquet table."""
+    try:
+        return pd.read_parquet(path)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+
+
+def read_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str) -> pd.DataFrame:
+    path = layout.table(asset, date, symbol)
+    if not path.exists():
+        key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
+        raise MissingPartition(
+            f"{asset} partition {key} has not been materialized (no file {path}): materialize {asset} for {key} first"
+        )
+    return read_parquet_file(path)
+
+
+def read_window(layout: DataLayout, asset: str, symbol: str, dates: Iterable[dt.date]) -> dict[str, pd.DataFrame]:
+    """{"YYYY-MM-DD": frame} for the dates that have a file, oldest first; absent days are left out."""
+    return {
+        day.isoformat(): read_parquet_file(layout.table(asset, day, symbol))
+        for day in sorted(dates)
+        if layout.table(asset, day, symbol).exists()
+    }
+
+
+def trailing_dates(date: dt.date, days: int) -> list[dt.date]:
+    """`date` and the `days - 1` dates before it, oldest first."""
+    return [date - dt.timedelta(days=k) for k in range(days - 1, -1, -1)]

@@ -1,0 +1,118 @@
+"""Range runs: many (date, symbol) partitions in one run, each checked before it replaces what is on disk."""
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.sources.synthetic import synthetic_day
+from levibot_assets.definitions import build_resources
+from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
+from levibot_assets.resources.market_data import MarketDataResource
+
+ASSETS = [raw_ohlcv, features]
+DATES = [dt.date(2025, 10, 12), dt.date(2025, 10, 13), dt.date(2025, 10, 14)]
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+BAD_DAY = dt.date(2025, 10, 13)
+
+
+class NegativePricesOnOneDay(MarketDataResource):
+    """Synthetic candles, except that on BAD_DAY the exchange sends NaN and negative prices."""
+
+    def fetch_day(self, symbol: str, date: dt.date) -> pd.DataFrame:
+        bars = synthetic_day(symbol, date)
+        if date == BAD_DAY:
+            bars.loc[10, "close"] = np.nan
+            bars.loc[20, ["open", "low"]] = -1.0
+        return bars
+
+
+def _range(start: dt.date, end: dt.date, first: str, last: str) -> dict:
+    return {RANGE_START_TAG: str(partition_key(start, first)), RANGE_END_TAG: str(partition_key(end, last))}
+
+
+def _files(layout: DataLayout, asset: str) -> dict[str, bytes]:
+    return {str(p.relative_to(layout.root)): p.read_bytes() for p in sorted((layout.root / asset).rglob("*.parquet"))}
+
+
+def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot_env, tmp_path):
+    settings = levibot_env()
+    layout = DataLayout(settings.data_dir)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ASSETS, resources=build_resources(settings), instance=instance,
+                                tags=_range(DATES[0], DATES[-1], SYMBOLS[0], SYMBOLS[-1]))
+        assert result.success
+        assert len(instance.get_runs()) == 1
+        materialized = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("features"))}
+    expected = {f"{d}|{s}" for d in DATES for s in SYMBOLS}
+    assert materialized == expected
+    raw_events = {m.partition: m.materialization.metadata for m in result.get_asset_materialization_events()
+                  if m.asset_key == dg.AssetKey("raw_ohlcv")}
+    assert set(raw_events) == expected
+    for key, metadata in raw_events.items():  # each partition's own metadata, not the range's
+        date, symbol = key.split("|")
+        frame = pd.read_parquet(layout.table("raw_ohlcv", date, symbol))
+        assert metadata["last_close"].value == frame["close"].iloc[-1]
+        assert metadata["path"].value == str(layout.table("raw_ohlcv", date, symbol))
+    evaluations = result.get_asset_check_evaluations()
+    assert {(e.check_name, e.partition) for e in evaluations if e.asset_key == dg.AssetKey("features")} == {
+        (name, key) for name in ("finite_values", "complete_after_warmup", "label_balance") for key in expected
+    }
+    range_files = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+
+    # the same partitions one run each give byte-identical files (the warm-up day is read the same way)
+    single = levibot_env(DATA_DIR=tmp_path / "single")
+    with dg.instance_for_test() as instance:
+        for date in DATES:
+            for symbol in SYMBOLS:
+                assert dg.materialize(ASSETS, resources=build_resources(single), instance=instance,
+                                      partition_key=partition_key(date, symbol)).success
+    single_layout = DataLayout(tmp_path / "single")
+    assert {**_files(single_layout, "raw_ohlcv"), **_files(single_layout, "features")} == range_files
+
+
+def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(levibot_env):
+    settings = levibot_env()
+    layout = DataLayout(settings.data_dir)
+    tags = _range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT")
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, tags=tags).success
+        before = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+
+        result = dg.materialize(ASSETS, instance=instance, tags=tags, raise_on_error=False,
+                                resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "raw_ohlcv"
+        message = failure.event_specific_data.error.message
+        assert f"{BAD_DAY}|BTCUSDT: check consistent_bars failed" in message and "1 of 3 partition(s) failed" in message
+        (bad,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        assert (bad.check_name, bad.partition, bad.severity) == ("consistent_bars", f"{BAD_DAY}|BTCUSDT",
+                                                                  dg.AssetCheckSeverity.ERROR)
+        # the good days of the range were written and recorded; the bad one was not; features never ran
+        assert {m.partition for m in result.get_asset_materialization_events()} == {
+            f"{d}|BTCUSDT" for d in DATES if d != BAD_DAY}
+        assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
+    after = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+    assert after == before  # byte-identical: the bad day never replaced the good file
+
+
+def test_a_bad_file_on_disk_does_not_replace_good_features(levibot_env):
+    settings = levibot_env()
+    layout = DataLayout(settings.data_dir)
+    key = partition_key(BAD_DAY, "ETHUSDT")
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, partition_key=key).success
+        good = layout.table("features", BAD_DAY, "ETHUSDT").read_bytes()
+        raw_path = layout.table("raw_ohlcv", BAD_DAY, "ETHUSDT")
+        raw = pd.read_parquet(raw_path)
+        raw.loc[500:, ["open", "high", "low", "close"]] = 0.0  # a damaged dump: log returns become infinite
+        raw.to_parquet(raw_path)
+        result = dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, partition_key=key,
+                                selection=[features], raise_on_error=False)
+    assert not result.success
+    (finite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "finite_values"]
+    assert not finite.passed and finite.partition == str(key)
+    assert layout.table("features", BAD_DAY, "ETHUSDT").read_bytes() == good
