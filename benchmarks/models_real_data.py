@@ -20,6 +20,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+
+class PartitionOutcome(NamedTuple):
+    date: dt.date
+    symbol: str
+    success: bool
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILES = Path(os.environ.get("LEVIBOT_SHARED_DATA") or REPO.parent / "shared" / "data") / "binance-spot-2023-03"
@@ -103,7 +110,7 @@ def main() -> None:
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.metrics import roc_auc
     from levibot_assets.definitions import defs
-    from levibot_assets.materialize import date_range, materialize_partitions
+    from levibot_assets.materialize import materialize_ranges
     from levibot_assets.settings import get_settings
 
     settings = get_settings()
@@ -114,19 +121,26 @@ def main() -> None:
     if missing:
         sys.exit(f"{', '.join(missing)} not defined in levibot_assets.definitions")
     model_types = [a.removesuffix("_model") for a in model_assets]
-    test_days = date_range(args.start, args.end)
-    data_days = date_range(args.start - dt.timedelta(days=settings.train_days), args.end)  # + warm-up day
+    test_days = [args.start + dt.timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+    data_start = args.start - dt.timedelta(days=settings.train_days)  # the window of the first test day + warm-up
+    data_days = (args.end - data_start).days + 1
 
     def log(run):
-        print(f"{run.date} {run.symbol}: {'ok' if run.success else 'FAILED'} ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"{run.symbol} {run.start}..{run.end}: {'ok' if run.success else 'FAILED'} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     started = time.perf_counter()
     (workdir / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(workdir / "dagster")) as instance:
-        market = materialize_partitions(defs, data_days, symbols, ["raw_ohlcv", "features"], instance, log)
+        market = materialize_ranges(defs, data_start, args.end, symbols, ["raw_ohlcv", "features"], instance, log)
         market_seconds = time.perf_counter() - started
-        runs = materialize_partitions(defs, test_days, symbols, model_assets, instance, log)
-    failed = [r for r in market + runs if not r.success]
+        model_runs = materialize_ranges(defs, args.start, args.end, symbols, model_assets, instance, log)
+    failed = [r for r in market + model_runs if not r.success]
+    runs = [  # one entry per symbol-day: trained when every model's metrics file is there
+        PartitionOutcome(day, symbol, all((layout.model_dir(day, symbol) / f"{m}_metrics.json").exists()
+                                          for m in model_types))
+        for day in test_days for symbol in symbols
+    ]
 
     lines = [
         "# Out-of-sample model scores on real Binance 1-minute candles",
@@ -135,7 +149,7 @@ def main() -> None:
         f"each model trains on the {settings.train_days - 1} days before its test day (purged), label horizon "
         f"{settings.label_horizon} bars, Optuna trials {settings.optuna_trials}, fees {settings.fee_bps:g} bps per side, "
         f"threads {settings.threads}. Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.",
-        f"raw_ohlcv + features for {len(data_days)} days x {len(symbols)} symbols took {market_seconds:.0f} s.",
+        f"raw_ohlcv + features for {data_days} days x {len(symbols)} symbols took {market_seconds:.0f} s.",
         "",
         "| day | symbol | model | AUC | accuracy | log loss | Sharpe after fees | trades | train s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -145,7 +159,7 @@ def main() -> None:
     per_symbol = {(m, s): ([], []) for m in model_types for s in symbols}
     for run in runs:
         if not run.success:
-            lines.append(f"| {run.date} | {run.symbol} | FAILED (run {run.run_id}) | | | | | | |")
+            lines.append(f"| {run.date} | {run.symbol} | FAILED (see the run's log) | | | | | | |")
             continue
         model_dir = layout.model_dir(run.date, run.symbol)
         for m in model_types:
@@ -188,7 +202,7 @@ def main() -> None:
     peer_symbols = " | ".join(f"{PEER['auc_by_symbol'].get(s, float('nan')):.3f}" for s in symbols)
     lines.append(f"| {PEER['name']} (peer) | {PEER['pooled_auc']:.3f} | {peer_symbols} | {PEER['days_above_half']} "
                  f"| {PEER['seconds_per_model']} | ({PEER['trading']}) |")
-    lines += ["", f"Failed runs: {len(failed)}" + (": " + ", ".join(f"{r.date} {r.symbol}" for r in failed) if failed else ""),
+    lines += ["", f"Failed runs: {len(failed)}" + (": " + ", ".join(f"{r.symbol} {r.start}..{r.end}" for r in failed) if failed else ""),
               f"Total wall time: {time.perf_counter() - started:.0f} s."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
