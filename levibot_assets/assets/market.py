@@ -68,7 +68,6 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
 
     def compute(date: dt.date, symbol: str) -> PartitionResult:
         bars = market_data.fetch_day(symbol, date)
-        context.log.debug(f"{symbol} {date}: {len(bars)} bars from {market_data.describe()}")
         checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
         metadata = {
             "source": dg.MetadataValue.text(market_data.describe()),

@@ -152,7 +152,24 @@ def _fit_tft(data: TrainTest, settings: Settings, progress: Callable[[str], None
     return Fitted(model=model, facts=dict(model.training))
 
 
-@partitioned_asset(deps=["features"], group_name="models", kinds={"pytorch"}, check_specs=model_checks("tft_model"))
+# On Kubernetes (LEVIBOT_EXECUTOR=k8s) the TFT's step pod asks for a GPU node; elsewhere the tag is inert.
+GPU_POD = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {
+            "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+            "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+        }},
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+}
+
+
+@partitioned_asset(
+    deps=["features"], group_name="models", kinds={"pytorch"}, check_specs=model_checks("tft_model"), op_tags=GPU_POD
+)
 def tft_model(context: dg.AssetExecutionContext, storage: StorageResource):
     """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""
     yield from train_and_evaluate(context, storage, "tft", _fit_tft)

@@ -23,6 +23,7 @@ import dagster as dg
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
+PROGRESS_LINES = 20  # progress log lines per asset and run, however long the range
 
 
 @dataclass
@@ -76,6 +77,7 @@ def materialize_partitions(
     partitions = ordered_partitions(context)
     written: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
+    progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     for n, (date, symbol) in enumerate(partitions, start=1):
         key = partition_key(date, symbol)
         try:
@@ -97,7 +99,7 @@ def materialize_partitions(
         if blocked := _blocking_failures(verified):
             failed[str(key)] = blocked
             context.log.error(f"{asset_key.to_user_string()} {key}: stored, but {blocked}")
-        if len(partitions) > 1:
+        if n % progress_every == 0 or n == len(partitions):
             context.log.info(f"{asset_key.to_user_string()}: {n}/{len(partitions)} partitions done ({key})")
     if failed:
         for key, metadata in written.items():
