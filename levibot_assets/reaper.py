@@ -17,21 +17,36 @@ nothing on another machine or in another container (PID namespace). So:
 
 1. `RunHostRecorder`, a logging handler the instance attaches to every run's log manager
    (`python_logs.dagster_handler_config` in dagster.yaml), tags a run `levibot/run_host=<hostname>`
-   when its RUN_START is logged, in the process that starts it.
-2. `reap_dead_runs` judges only STARTED runs tagged with this host's name. Such a run is dead when
-   none of its worker pids (RUN_START and step events) is alive here: absent, a zombie, or a
-   process that started after the pid's first event (the pid was reused). It is then reported
-   failed (RUN_FAILURE, reason UNEXPECTED_TERMINATION: the failure alert goes out) and its pool
-   slots and pending steps are freed. Finished runs that still hold slots are freed as well.
+   when its RUN_START is logged, in the process that starts it. Dagster calls this handler after
+   its own, which has already stored RUN_START (the run is STARTED) by then, and nothing of the run
+   passes through the log manager before RUN_START: a process killed in between leaves a STARTED
+   run without the tag.
+2. `reap_dead_runs` judges the STARTED runs that ran on this host:
+   - those tagged with this host's name;
+   - those without any host tag, only when the instance keeps its runs in a local SQLite file
+     (`SqliteRunStorage`, the local dagster.yaml): SQLite storage is for one machine, so every one
+     of its runs ran here, and an untagged one is a run killed between RUN_START and its tag (or
+     started by a process without the handler); its RUN_START pid says whether it still runs. With
+     a shared database (PostgreSQL, docker/dagster.yaml) an untagged run may belong to another
+     container or host, whose pids mean nothing here: it is never judged.
+   Such a run is dead when none of its worker pids (RUN_START and step events) is alive here:
+   absent, a zombie, or a process that started after the pid's first event (the pid was reused).
+   It is then reported failed (RUN_FAILURE, reason UNEXPECTED_TERMINATION: the failure alert goes
+   out) and its pool slots and pending steps are freed. Finished runs that still hold slots are
+   freed as well. A live run is never failed: its RUN_START pid is alive from before its tag is
+   written until it ends.
 3. It runs (a) at the RUN_START of every run on the host, before that run claims any slot, so the
-   CLI path heals itself without a daemon, and (b) in the `dead_run_reaper` sensor, evaluated by
-   the daemon inside the code server: the container/host where DefaultRunLauncher runs the
-   workers.
+   CLI path heals itself without a daemon; (b) when a step of a run on the host finds its pool
+   full (Dagster's "Step blocked by limit for pool" engine event, repeated every 5 minutes while
+   it waits), so a run that started before the slot's holder was killed is not left waiting for
+   it; and (c) in the `dead_run_reaper` sensor, evaluated by the daemon inside the code server:
+   the container/host where DefaultRunLauncher runs the workers.
 A run killed before its RUN_START (NOT_STARTED/STARTING) holds no slot; run_monitoring's
 start_timeout_seconds fails it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -41,6 +56,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; a run may then be reported failed twice
+    fcntl = None
 
 import dagster as dg
 from dagster._core.events import JobFailureData, RunFailureReason
@@ -129,6 +149,28 @@ def worker_pids(instance: dg.DagsterInstance, run_id: str) -> dict[int, float]:
     return pids
 
 
+@contextlib.contextmanager
+def _host_lock(instance: dg.DagsterInstance):
+    """An exclusive lock of the reapers on this host (a file of the instance's root directory)."""
+    root = instance.root_directory if instance.is_persistent else None
+    if fcntl is None or not root or not os.path.isdir(root):
+        yield
+        return
+    with open(os.path.join(root, ".levibot_reaper.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def runs_share_this_host(instance: dg.DagsterInstance) -> bool:
+    """Whether every run of the instance ran on this machine: runs kept in a local SQLite file."""
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+
+    return isinstance(instance.run_storage, SqliteRunStorage)
+
+
 def _free_slots(instance: dg.DagsterInstance, run_id: str) -> None:
     storage = instance.event_log_storage
     if storage.supports_global_concurrency_limits:
@@ -140,31 +182,40 @@ def reap_dead_runs(
 ) -> list[Reaped]:
     """Fail this host's STARTED runs whose worker processes are all gone; free their slots.
 
+    This host's runs: tagged `levibot/run_host=<host>`, or untagged on a local SQLite instance
+    (see the module docstring).
+
     Also frees the slots that finished runs still hold. Returns the runs it failed.
     """
     host = host or host_name()
     excluded = set(exclude)
     reaped = []
+    untagged_ran_here = runs_share_this_host(instance)
     records = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host}),
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED], tags={} if untagged_ran_here else {HOST_TAG: host}
+        ),
         limit=MAX_RUNS_PER_PASS,
     )
     for record in records:
         run = record.dagster_run
-        if run.run_id in excluded:
-            continue
+        if run.run_id in excluded or run.tags.get(HOST_TAG, host) != host:
+            continue  # judged only on the host it ran on
         pids = worker_pids(instance, run.run_id)
         if not pids or any(pid_alive(pid, seen) for pid, seen in pids.items()):
             continue
-        current = instance.get_run_by_id(run.run_id)
-        if current is None or current.status != dg.DagsterRunStatus.STARTED:
-            continue  # it ended while we looked
-        instance.report_run_failed(
-            current,
-            f"Run worker process(es) {sorted(pids)} on {host} are gone (killed, e.g. SIGKILL or the "
-            "OOM killer) while the run was STARTED: marked failed, its pool slots freed.",
-            JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
-        )
+        # Passes on this host (runs starting together) fail it once. A pass killed after writing
+        # RUN_FAILURE but before the run's status leaves it STARTED: the next pass fails it again.
+        with _host_lock(instance):
+            current = instance.get_run_by_id(run.run_id)
+            if current is None or current.status != dg.DagsterRunStatus.STARTED:
+                continue  # it ended (or another pass failed it) while we looked
+            instance.report_run_failed(
+                current,
+                f"Run worker process(es) {sorted(pids)} on {host} are gone (killed, e.g. SIGKILL or the "
+                "OOM killer) while the run was STARTED: marked failed, its pool slots freed.",
+                JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
+            )
         _free_slots(instance, run.run_id)
         reaped.append(Reaped(run.run_id, tuple(sorted(pids))))
     _free_slots_of_finished_runs(instance)
@@ -202,8 +253,17 @@ def _home_instance() -> dg.DagsterInstance | None:
         return _instance
 
 
+def _blocked_by_pool(event) -> bool:
+    """Dagster's engine event for a step that waits for a slot of a full pool."""
+    if event.event_type != dg.DagsterEventType.ENGINE_EVENT or not event.step_key:
+        return False
+    metadata = getattr(event.event_specific_data, "metadata", None) or {}
+    return "pool" in metadata and "blocked by limit for pool" in (event.message or "")
+
+
 class RunHostRecorder(logging.Handler):
-    """On RUN_START: tag the run with this host, then reap this host's dead runs.
+    """On RUN_START: tag the run with this host, then reap this host's dead runs; reap them again
+    whenever a step of the run waits for a full pool.
 
     Configured in dagster.yaml under python_logs.dagster_handler_config, so it runs in every
     process that starts a run of the instance in $DAGSTER_HOME (CLI, run workers of the code
@@ -215,7 +275,10 @@ class RunHostRecorder(logging.Handler):
         if not meta:
             return
         event = meta.get("dagster_event")
-        if event is None or event.event_type != dg.DagsterEventType.RUN_START:
+        if event is None:
+            return
+        starts = event.event_type == dg.DagsterEventType.RUN_START
+        if not starts and not _blocked_by_pool(event):
             return
         run_id = meta.get("run_id")
         try:
@@ -223,7 +286,8 @@ class RunHostRecorder(logging.Handler):
             if instance is None or not run_id or instance.get_run_by_id(run_id) is None:
                 return  # a run of another (e.g. ephemeral) instance
             host = host_name()
-            instance.add_run_tags(run_id, {HOST_TAG: host})
+            if starts:
+                instance.add_run_tags(run_id, {HOST_TAG: host})
             for dead in reap_dead_runs(instance, host=host, exclude=[run_id]):
                 print(
                     f"{time.strftime('%Y-%m-%d %H:%M:%S')} levibot reaper: run {dead.run_id} failed "
@@ -231,7 +295,7 @@ class RunHostRecorder(logging.Handler):
                     file=sys.stderr,
                 )
         except Exception as error:  # noqa: BLE001  (logging must never break the run)
-            print(f"levibot reaper: skipped at RUN_START of {run_id}: {error!r}", file=sys.stderr)
+            print(f"levibot reaper: skipped at {event.event_type_value} of {run_id}: {error!r}", file=sys.stderr)
 
 
 @dg.sensor(
