@@ -3,7 +3,7 @@ import datetime as dt
 
 import dagster as dg
 
-from levibot_assets.definitions import defs
+from levibot_assets.definitions import ASSETS, build_resources, defs
 from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
 from levibot_assets.schedules import SYMBOL_TAG, nightly_schedule, window_days
 from levibot_assets.settings import get_settings
@@ -83,3 +83,19 @@ def test_no_run_before_the_first_partition():
             )
         )
     assert not result.run_requests and "not a date partition" in result.skip_message
+
+
+def test_the_fill_request_runs_as_one_range_run_over_the_missing_days(levibot_env):
+    from levibot_assets.core.layout import DataLayout
+
+    settings = levibot_env()
+    with dg.instance_for_test() as instance:
+        requests = _evaluate(instance).run_requests  # empty instance: every window day is missing
+        fill = next(r for r in requests if r.tags[SYMBOL_TAG] == "ETHUSDT" and r.partition_key is None)
+        job = dg.Definitions(assets=ASSETS, resources=build_resources(settings)).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(instance=instance, tags=fill.tags, asset_selection=fill.asset_selection)
+        assert result.success
+        window = window_days(dt.date(2025, 10, 13), TRAIN_DAYS, dt.date(2023, 3, 1))
+        assert {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("features"))} == {
+            f"{d}|ETHUSDT" for d in window}
+    assert all(DataLayout(settings.data_dir).table("features", d, "ETHUSDT").exists() for d in window)
