@@ -7,8 +7,16 @@ back each partition's `<model>_metrics.json` and writes a Markdown report: per s
 every model and baseline, training times, and pooled AUC over all test rows (recomputed from the
 saved models on exactly the rows each asset scored).
 
+With --release (needs --tft), best_release is materialized too, per symbol over the test days in
+date order (each day's champion is what the earlier days released), and the report adds, from the
+stored predictions/<date>/<SYMBOL>.parquet alone: every candidate (lgbm, tft, logistic) and rule
+baseline on the same rows, the decision, and the live score (each day, the model in service at its
+start scored on it; days with nothing in service are missing, not 0.5).
+
     .venv/bin/python benchmarks/models_real_data.py                       # the full run (21 models)
     .venv/bin/python benchmarks/models_real_data.py --symbols BTCUSDT --start 2023-04-30 --end 2023-04-30 --trials 4
+    LEVIBOT_THREADS=1 LEVIBOT_TFT_MAX_MINUTES=0.3 .venv/bin/python benchmarks/models_real_data.py \
+        --start 2023-03-31 --end 2023-04-04 --trials 8 --tft --release      # issue #11 (BENCHMARKS.md)
 """
 import argparse
 import datetime as dt
@@ -47,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2023, 4, 30))
     parser.add_argument("--trials", type=int, help="Optuna trials per model (default: LEVIBOT_OPTUNA_TRIALS or 32)")
     parser.add_argument("--tft", action="store_true", help="also train tft_model (needs core/tft.py)")
+    parser.add_argument("--release", action="store_true",
+                        help="also materialize best_release and report candidates, decisions and the live score (needs --tft)")
     parser.add_argument("--files-dir", type=Path, default=DEFAULT_FILES)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "models_real_data.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory (models, plots)")
@@ -94,8 +104,66 @@ def rescore(layout, settings, model_types, test_date, symbol):
     common = np.logical_and.reduce([np.isfinite(p) for p in probas.values()])
     rows = data.test.loc[common].reset_index(drop=True)
     probas = {name: p[common] for name, p in probas.items()}
-    probas.update(baseline_probabilities(data.train, rows))
+    probas.update(baseline_probabilities(data.train, rows, horizon=settings.label_horizon))
     return rows["label"].to_numpy(), probas
+
+
+def release_report(layout, symbols, test_days) -> list[str]:
+    """Candidates, rule baselines, decision and live score of each symbol-day, from the stored predictions."""
+    import numpy as np
+    import pandas as pd
+
+    from levibot_assets.core.metrics import roc_auc
+    from levibot_assets.core.predictions import live_rows, live_score, read_predictions, scores_from_predictions
+    from levibot_assets.core.release import ReleaseError, load_decision
+
+    names = ["lgbm", "tft", "logistic", "majority", "last_return_sign"]
+    lines = [
+        "", "## best_release: candidates on the same rows, decisions, live score", "",
+        "Every figure below is recomputed from predictions/<date>/<SYMBOL>.parquet alone (scored rows).",
+        "", "| day | symbol | " + " | ".join(names) + " | champion (release) | decision | live AUC |",
+        "|---|---|" + "---:|" * len(names) + "---:|---|---:|",
+    ]
+    frames, per_day = [], {n: [] for n in names}
+    for day in test_days:
+        for symbol in symbols:
+            try:
+                frame = read_predictions(layout, day, symbol)
+                decision = load_decision(layout, day, symbol)
+            except (FileNotFoundError, ReleaseError):
+                lines.append(f"| {day} | {symbol} | no best_release |" + " |" * (len(names) + 2))
+                continue
+            scores = scores_from_predictions(frame)
+            for n in names:
+                if n in scores:
+                    per_day[n].append(scores[n])
+            frames.append(frame.loc[frame["scored"]].assign(day=str(day), symbol=symbol))
+            live = live_rows(frame, day)
+            live_auc = roc_auc(live["label"].to_numpy(), live["p_up"].to_numpy()) if len(live) else None
+            champion = (f"{scores['champion']:.4f} ({decision.champion_release})" if "champion" in scores else "none")
+            verdict = f"released {decision.challenger_type}" if decision.released else f"kept ({decision.challenger_type} best)"
+            lines.append(f"| {day} | {symbol} | " + " | ".join(f"{scores.get(n, float('nan')):.4f}" for n in names)
+                         + f" | {champion} | {verdict} | {'' if live_auc is None else f'{live_auc:.4f}'} |")
+    if frames:
+        everything = pd.concat(frames, ignore_index=True)
+        lines += ["", "| model | pooled AUC (all scored rows) | mean daily AUC | days | days best candidate |",
+                  "|---|---:|---:|---:|---:|"]
+        best = {}
+        for (day, symbol), rows in everything.groupby(["day", "symbol"]):
+            s = scores_from_predictions(rows)
+            top = max((n for n in ("lgbm", "tft", "logistic") if n in s), key=s.__getitem__)
+            best[top] = best.get(top, 0) + 1
+        for n in names:
+            rows = everything.loc[everything["model"] == n]
+            pooled = roc_auc(rows["label"].to_numpy(), rows["p_up"].to_numpy()) if len(rows) else float("nan")
+            lines.append(f"| {n} | {pooled:.4f} | {np.mean(per_day[n]):.4f} | {len(per_day[n])} | {best.get(n, '')} |")
+    lines += ["", "| symbol | live pooled AUC | days counted | days missing (nothing released earlier) | rows |",
+              "|---|---:|---:|---:|---:|"]
+    for symbol in symbols:
+        live = live_score(layout, symbol, until=test_days[-1])
+        auc = "n/a" if live.pooled_auc is None else f"{live.pooled_auc:.4f}"
+        lines.append(f"| {symbol} | {auc} | {live.days_counted} | {live.days_missing} | {live.rows} |")
+    return lines
 
 
 def main() -> None:
@@ -116,6 +184,8 @@ def main() -> None:
     settings = get_settings()
     layout = DataLayout(settings.data_dir)
     model_assets = ["lgbm_model"] + (["tft_model"] if args.tft else [])
+    if args.release and not args.tft:
+        sys.exit("--release needs --tft: best_release compares lgbm, tft and logistic")
     known = {key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys()}
     missing = [a for a in model_assets if a not in known]
     if missing:
@@ -135,6 +205,10 @@ def main() -> None:
         market = materialize_ranges(defs, data_start, args.end, symbols, ["raw_ohlcv", "features"], instance, log)
         market_seconds = time.perf_counter() - started
         model_runs = materialize_ranges(defs, args.start, args.end, symbols, model_assets, instance, log)
+        model_seconds = time.perf_counter() - started - market_seconds
+        if args.release:
+            model_runs += materialize_ranges(defs, args.start, args.end, symbols, ["best_release"], instance, log)
+    release_seconds = time.perf_counter() - started - market_seconds - model_seconds
     failed = [r for r in market + model_runs if not r.success]
     runs = [  # one entry per symbol-day: trained when every model's metrics file is there
         PartitionOutcome(day, symbol, all((layout.model_dir(day, symbol) / f"{m}_metrics.json").exists()
@@ -202,6 +276,10 @@ def main() -> None:
     peer_symbols = " | ".join(f"{PEER['auc_by_symbol'].get(s, float('nan')):.3f}" for s in symbols)
     lines.append(f"| {PEER['name']} (peer) | {PEER['pooled_auc']:.3f} | {peer_symbols} | {PEER['days_above_half']} "
                  f"| {PEER['seconds_per_model']} | ({PEER['trading']}) |")
+    if args.release:
+        lines += release_report(layout, symbols, test_days)
+        lines.append(f"\nbest_release for {len(test_days)} days x {len(symbols)} symbols took {release_seconds:.0f} s "
+                     f"(model assets {model_seconds:.0f} s).")
     lines += ["", f"Failed runs: {len(failed)}" + (": " + ", ".join(f"{r.symbol} {r.start}..{r.end}" for r in failed) if failed else ""),
               f"Total wall time: {time.perf_counter() - started:.0f} s."]
     args.out.parent.mkdir(parents=True, exist_ok=True)

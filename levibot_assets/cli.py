@@ -101,6 +101,17 @@ def releases(args: argparse.Namespace) -> int:
         )
     if any(r.current and not r.in_service for r in rows):
         print("! current/<SYMBOL> points at a damaged release the trading engine cannot load: roll back to a good one")
+    from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score
+
+    # the live score: each day, the model in service at its start (an earlier release) scored on it
+    for symbol in sorted({r.symbol for r in rows}):
+        live = live_score(_layout(args), symbol, window=LIVE_WINDOW_DAYS)
+        if not live.days:  # no best_release predictions stored for it (e.g. releases made by hand)
+            continue
+        pooled = f"pooled AUC {live.pooled_auc:.4f}" if live.pooled_auc is not None else "pooled AUC n/a"
+        print(f"  {symbol} live score: {pooled} over {live.days_counted} day(s), {live.rows} rows "
+              f"({live.days[0]} .. {live.days[-1]}: last {len(live.days)} stored day(s), "
+              f"{live.days_missing} without an earlier release in service)")
     return 0
 
 

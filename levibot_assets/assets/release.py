@@ -1,7 +1,12 @@
-"""best_release: promote the better of lgbm/tft over the model in service only when it has earned it.
+"""best_release: promote the best of lgbm/tft/logistic over the model in service only when it has earned it.
 
-The decision is carried out by core.release.publish (release directory, atomic current/<SYMBOL>
-swap, summary and history), then the release in service is verified by the blocking checks.
+Candidates: the lgbm_model and tft_model partitions, and a logistic regression fitted here on the
+same purged training rows (core.baselines.fit_logistic: C chosen inside the training period). The
+decision is carried out by core.release.publish (release directory, atomic current/<SYMBOL> swap,
+summary and history); then the test-day predictions of every candidate, baseline and the champion
+are stored as predictions/<date>/<SYMBOL>.parquet (core.predictions) and the live score (the
+champion's AUC per day, pooled over the last 30 stored days) goes into the metadata; last, the
+release in service is verified by the blocking checks.
 
 No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
 """
@@ -10,8 +15,11 @@ import dagster as dg
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import RELEASE_CHECKS, release_check_results
+from levibot_assets.core.baselines import fit_logistic
 from levibot_assets.core.dataset import split_window
+from levibot_assets.core.model_api import TrainedModel
 from levibot_assets.core.model_store import load_trained_model
+from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predictions_frame, write_predictions
 from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, publish, release_id
 from levibot_assets.core.tables import read_window, trailing_dates
@@ -44,6 +52,26 @@ def _float(x) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(x) if x is not None else float("nan"))
 
 
+def _logistic_candidate(split) -> TrainedModel:
+    """The logistic family, fitted on the partition's training rows only (C chosen inside them)."""
+    model = fit_logistic(split.train, get_settings().label_horizon)
+    return TrainedModel(model=model, metrics={"params": model.params(), **model.facts})
+
+
+def _live_metadata(layout, date, symbol: str) -> dict:
+    """live_auc of the day (absent when no earlier release was in service) and pooled over 30 stored days."""
+    live = live_score(layout, symbol, until=date, window=LIVE_WINDOW_DAYS)
+    meta = {
+        "live_days_30d": dg.MetadataValue.int(live.days_counted),
+        "live_days_missing_30d": dg.MetadataValue.int(live.days_missing),
+    }
+    if live.until == date.isoformat() and live.day_auc is not None:
+        meta["live_auc"] = dg.MetadataValue.float(live.day_auc)
+    if live.pooled_auc is not None:
+        meta["live_auc_pooled_30d"] = dg.MetadataValue.float(live.pooled_auc)
+    return meta
+
+
 @partitioned_asset(
     deps=["lgbm_model", "tft_model", "features"],
     group_name="release",
@@ -51,7 +79,7 @@ def _float(x) -> dg.MetadataValue:
     check_specs=RELEASE_CHECKS,
 )
 def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
-    """Score lgbm, tft, the champion and the baselines on the same test-day rows, then decide.
+    """Score lgbm, tft, logistic, the champion and the baselines on the same test-day rows, then decide.
 
     Partitions run in date order, so in a range run each day's champion is the release the days
     before it put in service. After publishing, the release in service is verified and must predict.
@@ -63,6 +91,7 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
         candidates = {t: load_trained_model(layout, t, date, symbol) for t in ("lgbm", "tft")}
         features = read_window(layout, "features", symbol, trailing_dates(date, settings.train_days))
         split = split_window(features, date, settings.label_horizon)
+        candidates["logistic"] = _logistic_candidate(split)
         champion_model, champion = _champion_model(storage, symbol, context.log)
         evaluation, champion_error = evaluate_with_champion(
             split, {t: tm.model for t, tm in candidates.items()}, champion_model, settings
@@ -89,11 +118,17 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
             "scores": dg.MetadataValue.md(evaluation.markdown_table()),
         }
 
+        scored_champion = champion.release_date if champion is not None and champion.metrics is not None else None
+        predictions = predictions_frame(evaluation, scored_champion)
+
         def store() -> dict:
             entry = publish(layout, decision)
+            path = write_predictions(layout, date, symbol, predictions)  # after the decision it records is kept
             stored = {
                 "current_release": dg.MetadataValue.text(entry["current_release"] or "none"),
                 "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
+                "predictions": dg.MetadataValue.path(str(path)),
+                **_live_metadata(layout, date, symbol),
             }
             if decision.released:
                 stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))

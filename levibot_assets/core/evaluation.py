@@ -5,11 +5,17 @@ the training rows; baselines are fitted on the training rows here. Rows where an
 probability (NaN: e.g. a TFT without enough history) are dropped for every model and baseline
 alike, so all scores in one table come from identical rows. The trading rule's edge threshold
 is estimated from the training rows only (core.metrics).
+
+`baselines` selects which baselines are fitted (default: all of core.baselines.BASELINES); a
+caller whose candidates include a baseline's family (best_release: logistic) leaves it out so
+no model is compared with itself (core.baselines.rule_baselines). Every model's and baseline's
+P(up) on every test row is kept in `Evaluation.predictions` (with the label and whether the row
+was scored), so the scores can be recomputed from the stored predictions (core.predictions).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +25,7 @@ from levibot_assets.core.features import FORWARD_RETURN_COLUMN, LABEL_COLUMN
 from levibot_assets.core.metrics import TradingResult, classification_scores, edge_threshold, higher_is_better, trading_rule
 from levibot_assets.settings import Settings
 
+PREDICTION_COLUMNS = ("timestamp", "label", "scored")
 SCORE_COLUMNS = ("auc", "accuracy", "log_loss", "brier", "sharpe", "n_trades", "total_return")
 
 
@@ -34,6 +41,9 @@ class Evaluation:
     trading: dict[str, TradingResult] = field(repr=False)
     buy_and_hold: pd.Series = field(repr=False)  # cumulative log return of close over the test rows
     facts: dict[str, Any]  # rows, time range, threshold, fees, horizon
+    # one row per test row: timestamp, label, scored (every model had a probability: the rows
+    # every score comes from), then P(up) of each model and baseline (NaN where it had none)
+    predictions: pd.DataFrame = field(default=None, repr=False)
 
     def best_baseline(self, metric: str = "auc") -> tuple[str, float]:
         pick = max if higher_is_better(metric) else min
@@ -71,8 +81,9 @@ def evaluate_models(
     probas: Mapping[str, np.ndarray],
     train_rows: pd.DataFrame,
     settings: Settings,
+    baselines: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Score each model's P(up) and the baselines on the test rows every model could score."""
+    """Score each model's P(up) and the baselines (all, or `baselines`) on the test rows every model scored."""
     if not probas:
         raise EvaluationError("no model probabilities to evaluate")
     arrays = {name: np.asarray(p, dtype="float64") for name, p in probas.items()}
@@ -84,10 +95,13 @@ def evaluate_models(
     y = rows[LABEL_COLUMN].to_numpy(dtype="float64")
     if len(np.unique(y)) < 2:
         raise EvaluationError(f"the {len(rows)} test rows every model scored hold a single class")
-    baselines = baseline_probabilities(train_rows, rows)
-    if set(arrays) & set(baselines):
-        raise EvaluationError(f"model names {sorted(set(arrays) & set(baselines))} clash with baseline names")
-    everything = {**{n: p[common] for n, p in arrays.items()}, **baselines}
+    if set(arrays) & set(PREDICTION_COLUMNS):
+        raise EvaluationError(f"model names {sorted(set(arrays) & set(PREDICTION_COLUMNS))} are reserved column names")
+    # baselines predict row by row: fitted once, asked for every test row, scored on the common ones
+    baseline_all = baseline_probabilities(train_rows, test_rows, baselines, settings.label_horizon)
+    if set(arrays) & set(baseline_all):
+        raise EvaluationError(f"model names {sorted(set(arrays) & set(baseline_all))} clash with baseline names")
+    everything = {**{n: p[common] for n, p in arrays.items()}, **{n: p[common] for n, p in baseline_all.items()}}
     threshold = edge_threshold(train_rows[FORWARD_RETURN_COLUMN].to_numpy(), settings.fee_bps)
     scores, trading = {}, {}
     for name, p in everything.items():
@@ -100,7 +114,7 @@ def evaluate_models(
     return Evaluation(
         scores=scores,
         models=list(arrays),
-        baselines=list(baselines),
+        baselines=list(baseline_all),
         trading=trading,
         buy_and_hold=pd.Series(np.log(close / close[0]), index=pd.DatetimeIndex(rows["timestamp"])),
         facts={
@@ -115,4 +129,11 @@ def evaluate_models(
             "fee_bps": settings.fee_bps,
             "horizon": settings.label_horizon,
         },
+        predictions=pd.DataFrame({
+            "timestamp": pd.DatetimeIndex(pd.to_datetime(test_rows["timestamp"], utc=True)),
+            "label": test_rows[LABEL_COLUMN].to_numpy(dtype="float64"),
+            "scored": common,
+            **arrays,
+            **baseline_all,
+        }),
     )

@@ -5,6 +5,7 @@
     releases/<date>/<SYMBOL>/..., releases/<date>/summary.json, releases/history.jsonl
     current/<SYMBOL> -> ../releases/<date>/<SYMBOL>
     best_lgbm.txt, best_tft.ckpt -> releases/...   alerts.jsonl
+    predictions/<date>/<SYMBOL>.parquet             test-day P(up) of every model scored by best_release
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class DataLayout:
         if not base.is_dir():
             return []
         return sorted(d.name for d in base.iterdir() if (d / f"{symbol}.parquet").is_file())
+
+    def predictions(self, date: dt.date | str, symbol: str) -> Path:
+        """best_release's test-day predictions of every candidate, baseline and the champion."""
+        return self.table("predictions", date, symbol)
 
     def model_dir(self, date: dt.date | str, symbol: str) -> Path:
         return self.root / "models" / _date_str(date) / symbol

@@ -3,7 +3,7 @@
 A model answers P(label = 1) for each row of a features frame (core.features columns). Models
 that need history (TFT) read it from the earlier rows of the same frame and return NaN for rows
 without enough context; callers pass leading context rows and slice. Models persist themselves in
-safe native formats (LightGBM text, a TFT checkpoint) through `save`, which writes atomically and
+safe native formats (LightGBM text, a TFT checkpoint, logistic coefficients as JSON) through `save`, which writes atomically and
 returns the files it wrote; `load` restores from such a directory.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 MODEL_CLASSES = {
     "lgbm": "levibot_assets.core.lgbm:LgbmClassifier",
     "tft": "levibot_assets.core.tft:TftClassifier",
+    "logistic": "levibot_assets.core.baselines:LogisticClassifier",  # coefficients + scaler as JSON
 }
 
 

@@ -1,9 +1,13 @@
 """The champion/challenger rule: score everything on the same rows, promote only what has earned it.
 
-The challenger is the better candidate (lgbm, tft) by settings.select_metric (lower is better for
-log_loss and brier). It is released only if it beats the best baseline and, when a model is in
-service (the champion), beats the champion by more than settings.promote_margin, every score
+The challenger is the better candidate (lgbm, tft, logistic) by settings.select_metric (lower is
+better for log_loss and brier). It is released only if it beats the best baseline and, when a model
+is in service (the champion), beats the champion by more than settings.promote_margin, every score
 coming from one core.evaluation run on identical test-day rows (the day the champion never saw).
+
+The baselines of the rule are those that are not candidates (core.baselines.rule_baselines): with
+logistic regression a candidate, the rule's baselines are majority and last_return_sign, so no
+candidate is ever required to beat itself.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from levibot_assets.core.baselines import rule_baselines
 from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
 from levibot_assets.core.model_api import Classifier, TrainedModel
@@ -130,8 +135,10 @@ def evaluate_with_champion(
 
     Each model predicts on `split.context` (previous day + test day) so models needing history get
     it; probabilities are picked out for the test rows by timestamp. A champion that fails to
-    predict is left out (the error is returned) rather than blocking the release.
+    predict is left out (the error is returned) rather than blocking the release. Baselines that
+    are also candidates are left out of the baselines (rule_baselines).
     """
+    baselines = rule_baselines(candidates)
     probas = {name: align_to_rows(split.context, model.predict_proba(split.context), split.test) for name, model in candidates.items()}
     champion_error = None
     if champion is not None:
@@ -139,7 +146,7 @@ def evaluate_with_champion(
             p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
             if not np.isfinite(p).any():
                 raise ReleaseError("no finite probability for any test row")
-            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, settings), None
+            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, settings, baselines), None
         except Exception as exc:  # a broken champion must not block a good challenger
             champion_error = f"{type(exc).__name__}: {exc}"
-    return evaluate_models(split.test, probas, split.train, settings), champion_error
+    return evaluate_models(split.test, probas, split.train, settings, baselines), champion_error

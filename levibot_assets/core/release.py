@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 # The file each global best_<type><suffix> link points at.
-MAIN_FILE = {"lgbm": "lgbm.txt", "tft": "tft.ckpt"}
+MAIN_FILE = {"lgbm": "lgbm.txt", "tft": "tft.ckpt", "logistic": "logistic.json"}
 LIBRARIES = (
     "levibot_assets", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "optuna",
     "torch", "lightning", "pytorch-forecasting", "dagster",
