@@ -116,3 +116,24 @@ def test_a_bad_file_on_disk_does_not_replace_good_features(levibot_env):
     (finite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "finite_values"]
     assert not finite.passed and finite.partition == str(key)
     assert layout.table("features", BAD_DAY, "ETHUSDT").read_bytes() == good
+
+
+def test_models_refuse_features_made_under_another_label_horizon(levibot_env):
+    from levibot_assets.assets.models import lgbm_model
+    from levibot_assets.core.features import CONTRACT_ATTR, FEATURE_SET_VERSION
+
+    settings = levibot_env()  # LEVIBOT_LABEL_HORIZON 15
+    layout = DataLayout(settings.data_dir)
+    tags = _range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT")
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, tags=tags).success
+        stored = pd.read_parquet(layout.table("features", DATES[-1], "BTCUSDT"))
+        assert stored.attrs[CONTRACT_ATTR] == {"feature_set": FEATURE_SET_VERSION, "label_horizon": 15}
+        changed = levibot_env(LABEL_HORIZON=30, OPTUNA_TRIALS=1)
+        result = dg.materialize([lgbm_model], resources=build_resources(changed), instance=instance,
+                                partition_key=partition_key(DATES[-1], "BTCUSDT"), raise_on_error=False)
+    assert not result.success
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+    assert "FeatureContractError" in message and "'label_horizon': 15" in message and "'label_horizon': 30" in message
+    assert str(layout.table("features", DATES[0], "BTCUSDT")) in message
+    assert not layout.model_dir(DATES[-1], "BTCUSDT").exists()

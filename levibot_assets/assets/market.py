@@ -17,7 +17,7 @@ import pandas as pd
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_check_results, raw_ohlcv_check_results
-from levibot_assets.core.features import LABEL_COLUMN, compute_features, training_rows
+from levibot_assets.core.features import FEATURE_SET_VERSION, LABEL_COLUMN, compute_features, contract_version, training_rows
 from levibot_assets.core.tables import read_table, write_table
 from levibot_assets.resources.market_data import MarketDataResource
 from levibot_assets.resources.storage import StorageResource
@@ -62,7 +62,9 @@ def _store(storage: StorageResource, asset: str, date: dt.date, symbol: str, fra
     return store
 
 
-@partitioned_asset(pool="exchange", group_name="market_data", kinds={"pandas", "parquet"}, check_specs=RAW_OHLCV_CHECKS)
+@partitioned_asset(
+    pool="exchange", group_name="market_data", kinds={"pandas", "parquet"}, check_specs=RAW_OHLCV_CHECKS, code_version="1"
+)
 def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource):
     """The partition's UTC day of 1-minute candles, as the source delivered them (gaps stay gaps)."""
 
@@ -81,7 +83,13 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     yield from materialize_partitions(context, compute)
 
 
-@partitioned_asset(deps=[raw_ohlcv], group_name="features", kinds={"pandas", "parquet"}, check_specs=FEATURES_CHECKS)
+@partitioned_asset(
+    deps=[raw_ohlcv],
+    group_name="features",
+    kinds={"pandas", "parquet"},
+    check_specs=FEATURES_CHECKS,
+    code_version=contract_version(get_settings().label_horizon),
+)
 def features(context: dg.AssetExecutionContext, storage: StorageResource):
     """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
     horizon = get_settings().label_horizon
@@ -99,6 +107,7 @@ def features(context: dg.AssetExecutionContext, storage: StorageResource):
         usable = training_rows(frame)
         metadata = {
             "label_horizon_bars": dg.MetadataValue.int(horizon),
+            "feature_set": dg.MetadataValue.int(FEATURE_SET_VERSION),
             "usable_rows": dg.MetadataValue.int(len(usable)),
             "label_up_share": dg.MetadataValue.float(float(usable[LABEL_COLUMN].mean()) if len(usable) else float("nan")),
             "warmup_day_present": dg.MetadataValue.bool(warmup_present),

@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import dagster as dg
-import pandas as pd
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import drift_check_result, model_check_results, model_checks
 from levibot_assets.core.atomic import atomic_write_bytes
-from levibot_assets.core.dataset import TrainTest, align_to_rows, split_window
+from levibot_assets.core.dataset import TrainTest, align_to_rows, load_feature_window, split_window
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
+from levibot_assets.core.features import contract_version
 from levibot_assets.core.lgbm import train_lgbm
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
-from levibot_assets.core.tables import read_window, trailing_dates
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import Settings, get_settings
 
@@ -47,11 +46,6 @@ class Fitted:
 
 
 FitFunction = Callable[[TrainTest, Settings, Callable[[str], None], str], Fitted]
-
-
-def features_window(storage: StorageResource, date, symbol: str, train_days: int) -> dict[str, pd.DataFrame]:
-    """The trailing `train_days` days of features (test day included) on disk, as {date: frame}."""
-    return read_window(storage.layout, "features", symbol, trailing_dates(date, train_days))
 
 
 def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes) -> dict:
@@ -84,7 +78,7 @@ def train_and_evaluate(
     layout = storage.layout
 
     def compute(date, symbol: str) -> PartitionResult:
-        features = features_window(storage, date, symbol, settings.train_days)
+        features = load_feature_window(layout, symbol, date, settings.train_days, settings.label_horizon)
         data = split_window(features, date, settings.label_horizon)
         context.log.info(
             f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
@@ -139,6 +133,7 @@ def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], Non
     group_name="models",
     kinds={"lightgbm", "optuna"},
     check_specs=model_checks("lgbm_model", drift=True),
+    code_version=contract_version(get_settings().label_horizon),
 )
 def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource):
     """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
@@ -168,7 +163,12 @@ GPU_POD = {
 
 
 @partitioned_asset(
-    deps=["features"], group_name="models", kinds={"pytorch"}, check_specs=model_checks("tft_model"), op_tags=GPU_POD
+    deps=["features"],
+    group_name="models",
+    kinds={"pytorch"},
+    check_specs=model_checks("tft_model"),
+    op_tags=GPU_POD,
+    code_version=contract_version(get_settings().label_horizon),
 )
 def tft_model(context: dg.AssetExecutionContext, storage: StorageResource):
     """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""

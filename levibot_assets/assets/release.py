@@ -16,13 +16,13 @@ import dagster as dg
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.baselines import fit_logistic
-from levibot_assets.core.dataset import split_window
+from levibot_assets.core.dataset import load_feature_window, split_window
+from levibot_assets.core.features import contract_version
 from levibot_assets.core.model_api import TrainedModel
 from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predictions_frame, write_predictions
 from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, publish, release_id
-from levibot_assets.core.tables import read_window, trailing_dates
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets.settings import get_settings
@@ -77,6 +77,7 @@ def _live_metadata(layout, date, symbol: str) -> dict:
     group_name="release",
     kinds={"python"},
     check_specs=RELEASE_CHECKS,
+    code_version=contract_version(get_settings().label_horizon),
 )
 def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
     """Score lgbm, tft, logistic, the champion and the baselines on the same test-day rows, then decide.
@@ -89,7 +90,7 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
 
     def compute(date, symbol: str) -> PartitionResult:
         candidates = {t: load_trained_model(layout, t, date, symbol) for t in ("lgbm", "tft")}
-        features = read_window(layout, "features", symbol, trailing_dates(date, settings.train_days))
+        features = load_feature_window(layout, symbol, date, settings.train_days, settings.label_horizon)
         split = split_window(features, date, settings.label_horizon)
         candidates["logistic"] = _logistic_candidate(split)
         champion_model, champion = _champion_model(storage, symbol, context.log)

@@ -13,7 +13,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from levibot_assets.core.features import LABEL_AVAILABLE_COLUMN, LABEL_COLUMN, training_rows
+from levibot_assets.core.features import LABEL_AVAILABLE_COLUMN, LABEL_COLUMN, check_contract, training_rows
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.tables import read_window, trailing_dates
 from levibot_assets.core.ohlcv import day_start
 from levibot_assets.core.splits import purged_before
 
@@ -53,6 +55,15 @@ def _classes(rows: pd.DataFrame, what: str) -> None:
     present = set(np.unique(rows[LABEL_COLUMN].to_numpy()))
     if len(present) < 2:
         raise DatasetError(f"{what} rows hold a single class ({sorted(present)}): a classifier cannot be trained or scored")
+
+
+def load_feature_window(layout: DataLayout, symbol: str, test_date: dt.date, days: int, horizon: int) -> dict[str, pd.DataFrame]:
+    """The stored features of `test_date` and the `days - 1` days before it, each checked to be made
+    under the contract the reader expects (feature set and label horizon)."""
+    window = read_window(layout, "features", symbol, trailing_dates(test_date, days))
+    for day, frame in window.items():
+        check_contract(frame, horizon, f"features {day}|{symbol} ({layout.table('features', day, symbol)})")
+    return window
 
 
 def split_window(

@@ -57,8 +57,40 @@ MAX_LOOKBACK = 50  # bars: the longest rolling window above (SMA 50)
 FEATURE_FRAME_COLUMNS = ["timestamp", "close", *FEATURE_COLUMNS, FORWARD_RETURN_COLUMN, LABEL_COLUMN, LABEL_AVAILABLE_COLUMN]
 
 
+# Bump when any feature or the label is computed differently: stored features of another version
+# are refused by the models, and the assets' code_version changes so the UI marks them stale.
+FEATURE_SET_VERSION = 1
+CONTRACT_ATTR = "levibot_contract"  # kept in DataFrame.attrs, which parquet stores with the table
+
+
 class FeatureError(ValueError):
     """The candles cannot be turned into features (message says why)."""
+
+
+class FeatureContractError(ValueError):
+    """Stored features were made under another contract (feature set or label horizon)."""
+
+
+def feature_contract(horizon: int) -> dict[str, int]:
+    """What a features frame promises its readers: which features, and the label's horizon in bars."""
+    return {"feature_set": FEATURE_SET_VERSION, "label_horizon": horizon}
+
+
+def contract_version(horizon: int) -> str:
+    """The contract as a Dagster code_version: a change marks stored partitions stale in the UI."""
+    return f"fs{FEATURE_SET_VERSION}.h{horizon}"
+
+
+def check_contract(frame: pd.DataFrame, horizon: int, what: str) -> None:
+    """Refuse features made with another feature set or label horizon than the reader expects."""
+    expected = feature_contract(horizon)
+    found = frame.attrs.get(CONTRACT_ATTR)
+    if found != expected:
+        made = f"made with {found}" if found else "stored without a contract (made by an older version)"
+        raise FeatureContractError(
+            f"{what}: {made}, expected {expected}: re-materialize features for these days "
+            "(LEVIBOT_LABEL_HORIZON or the feature code changed since)"
+        )
 
 
 def _on_minute_grid(bars: pd.DataFrame) -> pd.DataFrame:
@@ -132,7 +164,9 @@ def compute_features(bars: pd.DataFrame, date: dt.date, horizon: int = 15) -> pd
     in_day = (grid.index >= start) & (grid.index < end)
     out = out.loc[present & in_day]
     out.index.name = "timestamp"
-    return out.reset_index()[FEATURE_FRAME_COLUMNS]
+    frame = out.reset_index()[FEATURE_FRAME_COLUMNS]
+    frame.attrs[CONTRACT_ATTR] = feature_contract(horizon)
+    return frame
 
 
 def training_rows(features: pd.DataFrame) -> pd.DataFrame:
