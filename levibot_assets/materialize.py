@@ -16,8 +16,9 @@ import dagster as dg
 from levibot_assets.partitions import range_tags
 from levibot_assets.settings import SettingsError
 
-# The console shows warnings and errors only; the full event log is in the instance (UI).
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The console shows what the assets report (progress of partitions, Optuna trials, TFT epochs),
+# warnings and errors; Dagster's own step events stay in the instance (UI), where they are DEBUG.
+PROGRESS_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def materialize_ranges(
             instance=instance,
             asset_selection=keys,
             raise_on_error=False,
-            run_config=QUIET_CONSOLE,
+            run_config=PROGRESS_CONSOLE,
             tags={**range_tags(start, end, symbol), "levibot/trigger": "cli", "levibot/symbol": symbol},
         )
         run = RangeRun(symbol, start, end, result.success, result.run_id, "" if result.success else _failure_message(result))

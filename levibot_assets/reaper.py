@@ -53,6 +53,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -65,6 +66,10 @@ except ImportError:  # Windows: no lock; a run may then be reported failed twice
 import dagster as dg
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
+
+# dagster.yaml installs RunHostTagger through Dagster's yaml logging handlers, which Dagster marks
+# beta on every run; we use them knowingly, so that one warning stays off the user's console.
+warnings.filterwarnings("ignore", message="Handling yaml-defined logging configuration is currently in beta")
 
 HOST_TAG = "levibot/run_host"
 # The pid's process must have started before the pid's first event; /proc's boot time has whole

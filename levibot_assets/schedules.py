@@ -23,7 +23,6 @@ RAW, FEATURES = dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")
 nightly_job = dg.define_asset_job(
     "nightly",
     selection=dg.AssetSelection.all(),
-    partitions_def=PARTITIONS,
     description="raw_ohlcv -> features -> models -> best_release for one (date, symbol).",
 )
 

@@ -15,6 +15,8 @@ cause, and the partitions that were written are still recorded as materialized.
 from __future__ import annotations
 
 import datetime as dt
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -37,8 +39,17 @@ class PartitionResult:
 
 
 def partitioned_asset(**kwargs):
-    """@dg.asset on the date x symbol partitions; any set of them runs as one run."""
-    return dg.asset(partitions_def=PARTITIONS, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)
+    """@dg.asset on the date x symbol partitions; any set of them runs as one run.
+
+    Dagster marks `backfill_policy` beta; we depend on it knowingly, so its warning is not shown.
+    """
+
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.asset(partitions_def=PARTITIONS, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)(fn)
+
+    return decorate
 
 
 def ordered_partitions(context: dg.AssetExecutionContext) -> list[tuple[dt.date, str]]:
@@ -78,6 +89,7 @@ def materialize_partitions(
     written: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
+    started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
         key = partition_key(date, symbol)
         try:
@@ -100,7 +112,12 @@ def materialize_partitions(
             failed[str(key)] = blocked
             context.log.error(f"{asset_key.to_user_string()} {key}: stored, but {blocked}")
         if n % progress_every == 0 or n == len(partitions):
-            context.log.info(f"{asset_key.to_user_string()}: {n}/{len(partitions)} partitions done ({key})")
+            elapsed = time.monotonic() - started
+            left = elapsed / n * (len(partitions) - n)
+            context.log.info(
+                f"{asset_key.to_user_string()}: {n}/{len(partitions)} partitions done ({key}), "
+                f"{elapsed:.0f} s so far, about {left:.0f} s left"
+            )
     if failed:
         for key, metadata in written.items():
             multi_key = partition_key(*parse_partition_key(key))
