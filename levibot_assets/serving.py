@@ -3,6 +3,13 @@
     model = load_current("BTCUSDT")          # verifies manifest hashes, then loads
     p_up = model.predict_proba(features)     # per call: one os.readlink; reload if the link moved
 
+`features` is a DataFrame of rows (an array of P(up) back), or, for a LightGBM release, one row:
+a mapping of feature name to value ({"ret_1": 0.001, ...}, extra keys ignored) or a 1-D array /
+sequence of the values in core.features.FEATURE_COLUMNS order (a float back, through LightGBM's
+single-row C API: no pandas on that path). Missing names, a wrong length or non-numeric values
+raise FeatureInputError; NaN means "missing" as in the batch path. A TFT release needs a frame
+with its context rows.
+
 A release is loaded only from bytes whose sha256 matched its manifest (core.release.load_release).
 If the link moves to a release that fails verification or loading, the loader keeps answering with
 the model it has, records the problem in `last_error`, and does not retry that same target.
@@ -17,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.lgbm import FeatureInputError
 from levibot_assets.core.model_api import Classifier
 from levibot_assets.core.release import ReleaseError, load_release
 from levibot_assets.settings import get_settings
@@ -81,12 +89,22 @@ class ServedModel:
     def model_type(self) -> str:
         return self.manifest["model_type"]
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(up) per row from the release in service now (rows without context give NaN)."""
+    def predict_proba(self, features) -> np.ndarray | float:
+        """P(up) from the release in service now: per row of a DataFrame (rows without context give
+        NaN), or a float for one row given as a mapping or a 1-D sequence (LightGBM releases)."""
         self.refresh()
-        return self.model.predict_proba(frame)
+        model = self.model
+        if model.model_type != "lgbm" and not isinstance(features, pd.DataFrame):
+            raise FeatureInputError(
+                f"the {model.model_type} release of {self.symbol} scores DataFrames with their context rows only, "
+                f"not a single row given as {type(features).__name__}"
+            )
+        return model.predict_proba(features)
 
 
 def load_current(symbol: str, data_dir: str | os.PathLike | None = None) -> ServedModel:
     """The model in service for `symbol` under `data_dir` (default: LEVIBOT_DATA_DIR)."""
     return ServedModel(DataLayout(data_dir or get_settings().data_dir), symbol)
+
+
+__all__ = ["FeatureInputError", "NoRelease", "ServedModel", "load_current"]

@@ -13,12 +13,89 @@ from functools import lru_cache
 from typing import Mapping
 
 SOURCES = ("synthetic", "ccxt", "files")
+# Runs assumed to share the machine when the Dagster instance config does not say (both shipped
+# dagster.yaml files allow 4: concurrency.runs.max_concurrent_runs).
+DEFAULT_CONCURRENT_RUNS = 4
 SELECT_METRICS = ("auc", "accuracy", "log_loss", "brier", "sharpe")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
+
+
+def derive_threads(cores: int, concurrent_runs: int | None) -> int:
+    """Threads for one run so that `concurrent_runs` runs at once never ask for more than `cores`.
+
+    max(1, cores // concurrent_runs); a limit of None, 0 or -1 (Dagster: no limit) gives 1 thread.
+    """
+    if not concurrent_runs or concurrent_runs < 1:
+        return 1
+    return max(1, int(cores) // int(concurrent_runs))
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip()
+
+
+def available_cores() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = _read("/sys/fs/cgroup/cpu.max").split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        except OSError:
+            quota, period = "max", "1"
+    try:
+        if quota not in ("max", "-1") and int(period) > 0:
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except ValueError:
+        pass
+    return max(1, cores)
+
+
+@lru_cache(maxsize=8)
+def _instance_run_limit(path: str, mtime_ns: int):
+    """The raw max_concurrent_runs of a dagster.yaml (an int, {env: NAME}, or None when unset)."""
+    import yaml  # a dependency of dagster
+
+    with open(path, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    runs = (config.get("concurrency") or {}).get("runs") or {}
+    coordinator = config.get("run_coordinator") or {}
+    limit = runs.get("max_concurrent_runs", (coordinator.get("config") or {}).get("max_concurrent_runs"))
+    if limit is None:
+        # QueuedRunCoordinator defaults to 10 runs at once; without a queue nothing limits them (-1)
+        return 10 if "Queued" in str(coordinator.get("class", "")) else -1
+    return limit
+
+
+def instance_concurrent_runs(env: Mapping[str, str] | None = None) -> int:
+    """max_concurrent_runs of the Dagster instance ($DAGSTER_HOME/dagster.yaml), or
+    DEFAULT_CONCURRENT_RUNS when there is no readable instance config; -1 means no limit."""
+    env = os.environ if env is None else env
+    home = env.get("DAGSTER_HOME")
+    if not home:
+        return DEFAULT_CONCURRENT_RUNS
+    path = os.path.join(home, "dagster.yaml")
+    try:
+        limit = _instance_run_limit(path, os.stat(path).st_mtime_ns)
+        if isinstance(limit, dict):  # {env: NAME}, as dagster.yaml allows
+            limit = env.get(str(limit["env"]))
+        return int(limit)
+    except Exception:  # missing, unreadable or unparsable: the documented default, never a failed run
+        return DEFAULT_CONCURRENT_RUNS
+
+
+def default_threads(env: Mapping[str, str] | None = None) -> int:
+    """LEVIBOT_THREADS when unset: the cores divided among the runs the instance allows at once."""
+    return derive_threads(available_cores(), instance_concurrent_runs(env))
 
 
 def validate_symbol(symbol: str) -> str:
@@ -52,7 +129,8 @@ class Settings:
     promote_margin: float = 0.0
     psi_warn: float = 0.25
     alert_webhook: str | None = field(default=None, repr=False)
-    threads: int = 2
+    # OpenMP/BLAS/torch threads of one run; default derived from the machine (see default_threads)
+    threads: int = field(default_factory=default_threads)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -140,7 +218,7 @@ class Settings:
             promote_margin=number("LEVIBOT_PROMOTE_MARGIN", d.promote_margin, float, -1.0, 1.0),
             psi_warn=number("LEVIBOT_PSI_WARN", d.psi_warn, float, 0.0, 100.0),
             alert_webhook=get("LEVIBOT_ALERT_WEBHOOK"),
-            threads=number("LEVIBOT_THREADS", d.threads, int, 1, 256),
+            threads=number("LEVIBOT_THREADS", None, int, 1, 256) or default_threads(env),
         )
 
 

@@ -4,6 +4,7 @@ Synthetic candles are used for plumbing only (never for claims about model quali
 """
 import datetime as dt
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,3 +101,56 @@ def test_bad_windows_are_refused_with_clear_errors(window):
         split_window({**three, "2023-04-01": broken}, test_date, horizon)
     with pytest.raises(DatasetError, match="after the test day"):
         split_window(window, test_date, horizon)
+
+
+# --- threads and one-row predictions (issue #12) ---
+
+from levibot_assets.core.features import FEATURE_COLUMNS  # noqa: E402
+from levibot_assets.core.lgbm import FeatureInputError, fit_lgbm, thread_limits  # noqa: E402
+
+
+def test_predictions_use_the_model_threads_not_every_core(window, monkeypatch):
+    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon)
+    model = fit_lgbm(data.train, {"num_boost_round": 5, "num_leaves": 7}, threads=1)
+    assert model.threads == 1
+    seen = []
+    real = model.booster.predict
+    monkeypatch.setattr(model.booster, "predict", lambda X, **kw: seen.append(kw) or real(X, **kw))
+    model.predict_proba(data.test)
+    assert seen == [{"num_threads": 1}]  # without it LightGBM predicts with all cores (OpenMP default)
+
+
+def test_one_row_equals_batch_for_nan_rows_too(window):
+    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon)
+    model = fit_lgbm(data.train, {"num_boost_round": 30, "num_leaves": 15}, threads=1)
+    rows = data.test.iloc[:300][FEATURE_COLUMNS].to_numpy(dtype="float64").copy()
+    rows[::7, 2] = np.nan
+    rows[::11] = np.nan  # all features missing
+    batch = model.predict_proba(pd.DataFrame(rows, columns=FEATURE_COLUMNS))
+    one = np.array([model.predict_proba(r) for r in rows])
+    np.testing.assert_array_equal(one, batch)
+    reloaded = LgbmClassifier(lgb.Booster(model_str=model.booster.model_to_string()))
+    assert [reloaded.predict_proba(dict(zip(FEATURE_COLUMNS, r))) for r in rows[:20]] == batch[:20].tolist()
+    with pytest.raises(FeatureInputError, match="expected 15 values"):
+        model.predict_proba(rows[0][:3])
+
+
+def test_thread_limits_cap_blas_pools_while_training():
+    from threadpoolctl import threadpool_info
+
+    with thread_limits(1):
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_when_idle_unless_told_otherwise(given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, levibot_assets.core.lgbm; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -126,3 +126,111 @@ def test_a_tft_release_round_trips_through_the_verified_loader(tmp_path):
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
     with pytest.raises(ReleaseError, match="tft.ckpt does not match the sha256"):
         load_current(rf.SYMBOL, layout.root)
+
+
+# --- one-row predictions (issue #12): mapping / 1-D array in FEATURE_COLUMNS order -> float ---
+
+from levibot_assets.core.features import FEATURE_COLUMNS  # noqa: E402
+from levibot_assets.serving import FeatureInputError  # noqa: E402
+
+
+def _rows(models):
+    *_, row, _, _ = models
+    data = rf.split()
+    return data.test.iloc[:200]
+
+
+def test_one_row_inputs_give_the_batch_probability_exactly(layout, models):
+    frame = _rows(models).copy()
+    frame.iloc[3, frame.columns.get_loc("rsi_14")] = np.nan  # NaN = missing, as in the batch path
+    served = load_current(rf.SYMBOL, layout.root)
+    batch = served.predict_proba(frame)
+    matrix = frame[FEATURE_COLUMNS].to_numpy(dtype="float64")
+    for i in range(len(frame)):
+        as_dict = dict(zip(FEATURE_COLUMNS, matrix[i].tolist()))
+        answers = [served.predict_proba(as_dict), served.predict_proba(matrix[i]),
+                   served.predict_proba(list(matrix[i])), served.predict_proba(frame.iloc[i])]
+        assert all(type(a) is float for a in answers)
+        assert all(a == batch[i] for a in answers), (i, answers, batch[i])
+    np.testing.assert_array_equal(served.predict_proba(matrix), batch)  # 2-D array: a batch
+
+
+def test_one_row_follows_a_symlink_swap(layout, models):
+    *_, row, pa, pb = models
+    values = dict(zip(FEATURE_COLUMNS, row[FEATURE_COLUMNS].to_numpy(dtype="float64")[0].tolist()))
+    served = load_current(rf.SYMBOL, layout.root)
+    assert served.predict_proba(values) == pb[0]
+    rollback(layout, rf.SYMBOL, "previous")
+    assert served.predict_proba(values) == pa[0] and served.release_date == D0
+
+
+def test_extra_keys_and_other_numeric_types_are_accepted(layout, models):
+    *_, row, _, pb = models
+    vector = row[FEATURE_COLUMNS].to_numpy(dtype="float64")[0]
+    served = load_current(rf.SYMBOL, layout.root)
+    mapping = {"timestamp": "2025-10-04T00:00Z", "close": 1.0, **dict(zip(FEATURE_COLUMNS, vector.tolist()))}
+    assert served.predict_proba(mapping) == pb[0]
+    assert served.predict_proba(tuple(np.float64(v) for v in vector)) == pb[0]
+    assert served.predict_proba(vector[::-1].copy()[::-1]) == pb[0]  # non-contiguous view
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda v: {k: x for k, x in zip(FEATURE_COLUMNS, v) if k != "macd"}, r"missing feature\(s\) \['macd'\]"),
+        (lambda v: {}, r"missing feature\(s\) \['ret_1', 'ret_5'"),
+        (lambda v: v[:-1], r"expected 15 values in FEATURE_COLUMNS order .* got 14"),
+        (lambda v: np.append(v, 1.0), r"expected 15 values .* got 16"),
+        (lambda v: list(v) + [1.0], r"expected 15 values .* got 16"),
+        (lambda v: {**dict(zip(FEATURE_COLUMNS, v)), "rsi_14": None}, r"feature 'rsi_14' is None: values must be real numbers"),
+        (lambda v: {**dict(zip(FEATURE_COLUMNS, v)), "ret_5": "0.1"}, r"feature 'ret_5' is '0.1'"),
+        (lambda v: np.array(["x"] * 15, dtype=object), r"feature 'ret_1' is 'x'"),
+        (lambda v: np.zeros((2, 3)), r"got an array of shape \(2, 3\)"),
+        (lambda v: "ret_1=0.1", r"not str"),
+    ],
+)
+def test_bad_one_row_inputs_are_clear_errors(layout, models, make, message):
+    *_, row, _, _ = models
+    served = load_current(rf.SYMBOL, layout.root)
+    with pytest.raises(FeatureInputError, match=message):
+        served.predict_proba(make(row[FEATURE_COLUMNS].to_numpy(dtype="float64")[0]))
+
+
+def test_a_frame_without_a_feature_column_is_a_clear_error(layout, models):
+    *_, row, _, _ = models
+    served = load_current(rf.SYMBOL, layout.root)
+    with pytest.raises(FeatureInputError, match=r"missing feature\(s\) \['volume_rel_30'\]"):
+        served.predict_proba(row.drop(columns=["volume_rel_30"]))
+
+
+def test_one_row_needs_a_lightgbm_release(layout, models):
+    *_, row, _, _ = models
+    served = load_current(rf.SYMBOL, layout.root)
+
+    class Tft:
+        model_type = "tft"
+
+    served.model = Tft()  # stands in for a loaded TFT (the slow test round-trips a real one)
+    with pytest.raises(FeatureInputError, match="tft release of BTCUSDT scores DataFrames with their context rows only"):
+        served.predict_proba(dict(zip(FEATURE_COLUMNS, [0.0] * 15)))
+
+
+def test_one_row_predictions_from_many_threads(layout, models):
+    frame = _rows(models)
+    served = load_current(rf.SYMBOL, layout.root)
+    batch = served.predict_proba(frame)
+    matrix = frame[FEATURE_COLUMNS].to_numpy(dtype="float64")
+    wrong: list[int] = []
+
+    def score(offset: int) -> None:
+        for _ in range(5):
+            for i in range(offset, len(matrix), 4):
+                if served.predict_proba(matrix[i]) != batch[i]:
+                    wrong.append(i)
+
+    threads = [threading.Thread(target=score, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

@@ -72,3 +72,70 @@ def test_secrets_not_in_repr():
     s = Settings.from_env({"LEVIBOT_EXCHANGE_API_KEY": "k-123", "LEVIBOT_EXCHANGE_SECRET": "s-456",
                            "LEVIBOT_ALERT_WEBHOOK": "https://hooks.example/T/secret"})
     assert "k-123" not in repr(s) and "s-456" not in repr(s) and "secret" not in repr(s)
+
+
+# --- thread budget (issue #12): threads per run from the cores and the runs allowed at once ---
+
+from levibot_assets.settings import (  # noqa: E402
+    DEFAULT_CONCURRENT_RUNS,
+    default_threads,
+    derive_threads,
+    instance_concurrent_runs,
+)
+
+
+@pytest.mark.parametrize(
+    "cores, runs, threads",
+    [(2, 4, 1), (2, 1, 2), (2, 2, 1), (8, 4, 2), (16, 4, 4), (17, 4, 4), (64, 3, 21), (1, 1, 1), (3, 4, 1),
+     (8, -1, 1), (8, 0, 1), (8, None, 1)],
+)
+def test_derive_threads_never_oversubscribes(cores, runs, threads):
+    assert derive_threads(cores, runs) == threads
+    if runs and runs > 0 and cores >= runs:
+        assert derive_threads(cores, runs) * runs <= cores
+
+
+def _home(tmp_path, text: str) -> dict[str, str]:
+    (tmp_path / "dagster.yaml").write_text(text)
+    return {"DAGSTER_HOME": str(tmp_path)}
+
+
+def test_concurrent_runs_read_from_the_instance_config(tmp_path):
+    assert instance_concurrent_runs({}) == DEFAULT_CONCURRENT_RUNS == 4  # no DAGSTER_HOME
+    assert instance_concurrent_runs({"DAGSTER_HOME": str(tmp_path / "none")}) == DEFAULT_CONCURRENT_RUNS
+    env = _home(tmp_path, "concurrency:\n  runs:\n    max_concurrent_runs: 3\n")
+    assert instance_concurrent_runs(env) == 3
+    (tmp_path / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
+        "  config:\n    max_concurrent_runs: 6\n"
+    )
+    os.utime(tmp_path / "dagster.yaml", ns=(1, 1))  # a different mtime: the cached parse is not reused
+    assert instance_concurrent_runs(env) == 6
+    env = _home(tmp_path, "concurrency:\n  runs:\n    max_concurrent_runs:\n      env: MAX_RUNS\n")
+    assert instance_concurrent_runs({**env, "MAX_RUNS": "8"}) == 8
+    env = _home(tmp_path, "run_coordinator:\n  class: QueuedRunCoordinator\n")
+    assert instance_concurrent_runs(env) == 10  # Dagster's default for a queue without a limit
+    env = _home(tmp_path, "storage: {}\n")
+    assert instance_concurrent_runs(env) == -1  # no queue: nothing limits the runs
+    env = _home(tmp_path, "concurrency: [unclosed\n")
+    assert instance_concurrent_runs(env) == DEFAULT_CONCURRENT_RUNS  # unreadable: the default, no failure
+
+
+def test_the_repository_instance_config_gives_a_quarter_of_the_cores():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert instance_concurrent_runs({"DAGSTER_HOME": repo}) == 4
+
+
+def test_threads_default_is_derived_and_levibot_threads_overrides(tmp_path, monkeypatch):
+    import levibot_assets.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
+    env = _home(tmp_path, "concurrency:\n  runs:\n    max_concurrent_runs: 4\n")
+    assert default_threads(env) == 4
+    assert Settings.from_env(env).threads == 4
+    assert Settings.from_env({**env, "LEVIBOT_THREADS": "7"}).threads == 7  # explicit override wins
+    assert Settings.from_env({}).threads == 16 // DEFAULT_CONCURRENT_RUNS
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    assert Settings.from_env(env).threads == 1
+    with pytest.raises(SettingsError, match="LEVIBOT_THREADS='0' must be within"):
+        Settings.from_env({"LEVIBOT_THREADS": "0"})

@@ -10,19 +10,40 @@ fixed seeds and a fixed thread count, so the same rows give a byte-identical `lg
 in-memory study; a study shared by several processes through an RDB seeds each process
 differently and depends on their timing, so only the refit from its best trial is deterministic).
 The model is stored as LightGBM's native text format, never as a pickle.
+
+Threads: every LightGBM call (training, Dataset construction, batch prediction) gets an explicit
+num_threads (settings.threads, derived from the cores and the runs allowed at once: see
+settings.default_threads), and BLAS/OpenMP pools are capped to the same number with threadpoolctl
+while a model trains, so several runs at once never ask for more threads than there are cores.
+
+Serving: `LgbmClassifier.predict_proba` takes a features frame (batch: an array of P(up)), or one
+row as a mapping of feature name to value or a 1-D sequence in FEATURE_COLUMNS order (a float). One
+row goes through LightGBM's single-row C API (LGBM_BoosterPredictForMatSingleRowFast, prepared once
+per model), which returns exactly what Booster.predict returns for that row without its per-call
+setup or pandas' column selection.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 import time
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import lightgbm as lgb
-import numpy as np
-import optuna
-import pandas as pd
+# Idle OpenMP threads sleep instead of spinning (libgomp reads this once, when it is loaded, which
+# importing lightgbm does): with several runs on few cores, spinning threads took the cores the
+# other runs needed (BENCHMARKS.md section 4). An OMP_WAIT_POLICY already set, even empty, is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
@@ -34,19 +55,173 @@ MODEL_FILE = "lgbm.txt"
 SEED = 20240601
 N_FOLDS = 3
 Progress = Callable[[str], None]
+N_FEATURES = len(FEATURE_COLUMNS)
+_Row = ctypes.c_double * N_FEATURES
+_C_API_PREDICT_NORMAL, _C_API_DTYPE_FLOAT64 = 0, 1
+
+
+class FeatureInputError(ValueError):
+    """Features handed to predict_proba do not match the feature contract (message says how)."""
+
+
+def _missing_error(names) -> FeatureInputError:
+    missing = [c for c in FEATURE_COLUMNS if c not in names]
+    return FeatureInputError(f"missing feature(s) {missing}; the model needs all of FEATURE_COLUMNS: {FEATURE_COLUMNS}")
+
+
+def _value_error(values, exc: Exception) -> FeatureInputError:
+    for name, value in zip(FEATURE_COLUMNS, values):
+        try:
+            ctypes.c_double(value)  # the one-row path's own rule: real numbers only, no strings
+        except (TypeError, ValueError):
+            return FeatureInputError(
+                f"feature {name!r} is {value!r}: values must be real numbers (use float('nan') for a missing value)"
+            )
+    return FeatureInputError(f"features must be real numbers ({exc})")
+
+
+def _lib() -> ctypes.CDLL:
+    """LightGBM's shared library under a private ctypes handle (argtypes set here touch nothing of lightgbm's)."""
+    lib = ctypes.CDLL(lgb.basic._LIB._name)
+    lib.LGBM_BoosterPredictForMatSingleRowFastInit.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int32,
+        ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
+    ]
+    lib.LGBM_BoosterPredictForMatSingleRowFast.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_double),
+    ]
+    lib.LGBM_FastConfigFree.argtypes = [ctypes.c_void_p]
+    lib.LGBM_GetLastError.restype = ctypes.c_char_p
+    return lib
+
+
+_LIB = None
+_LIB_LOCK = threading.Lock()
+
+
+def _free_fast_config(lib: ctypes.CDLL, handle: ctypes.c_void_p, booster: lgb.Booster) -> None:
+    lib.LGBM_FastConfigFree(handle)  # `booster` rides along so it outlives the config that points into it
+
+
+class _SingleRow:
+    """One-row prediction through LGBM_BoosterPredictForMatSingleRowFast, set up once per booster.
+
+    Same predictor, same trees, same sigmoid as Booster.predict (results are bit-identical); one
+    thread (a single row has nothing to parallelise). Calls are serialised by a lock: LightGBM's
+    single-row predictor reuses buffers.
+    """
+
+    def __init__(self, booster: lgb.Booster):
+        global _LIB
+        with _LIB_LOCK:
+            if _LIB is None:
+                _LIB = _lib()
+        if booster.num_feature() != N_FEATURES:
+            raise FeatureInputError(f"the model has {booster.num_feature()} features, the contract {N_FEATURES}")
+        handle = ctypes.c_void_p()
+        iteration = booster.best_iteration if booster.best_iteration > 0 else -1  # as Booster.predict
+        status = _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, _C_API_PREDICT_NORMAL, 0, iteration, _C_API_DTYPE_FLOAT64, N_FEATURES,
+            b"num_threads=1", ctypes.byref(handle),
+        )
+        if status != 0:
+            raise lgb.basic.LightGBMError(_LIB.LGBM_GetLastError().decode())
+        self._handle = handle
+        self._call = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+        self._lock = threading.Lock()
+        weakref.finalize(self, _free_fast_config, _LIB, handle, booster)
+
+    def __call__(self, row: ctypes.Array) -> float:
+        out, out_len = ctypes.c_double(), ctypes.c_int64()
+        with self._lock:
+            status = self._call(self._handle, row, ctypes.byref(out_len), ctypes.byref(out))
+        if status != 0 or out_len.value != 1:
+            raise lgb.basic.LightGBMError(_LIB.LGBM_GetLastError().decode() if status else "expected one prediction")
+        return out.value
 
 
 class LgbmClassifier:
-    """A trained LightGBM booster behind the core.model_api.Classifier protocol."""
+    """A trained LightGBM booster behind the core.model_api.Classifier protocol.
+
+    `threads`: OpenMP threads for batch predictions (LightGBM would otherwise take every core);
+    one-row predictions always use one.
+    """
 
     model_type = "lgbm"
 
-    def __init__(self, booster: lgb.Booster):
+    def __init__(self, booster: lgb.Booster, threads: int = 1):
         self.booster = booster
+        self.threads = threads
+        self._single_row: _SingleRow | None = None
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(up) for every row (LightGBM handles NaN features itself, so no row is left out)."""
-        return self.booster.predict(frame[FEATURE_COLUMNS].to_numpy(dtype="float64"))
+    def predict_proba(self, features) -> np.ndarray | float:
+        """P(up) from the model; LightGBM treats NaN features as missing, so no row is left out.
+
+        - DataFrame (a batch; extra columns are ignored): an array, one probability per row.
+        - Mapping of feature name -> number (a dict, or a pandas Series such as frame.iloc[i];
+          extra keys are ignored), or a 1-D sequence/array of N_FEATURES numbers in FEATURE_COLUMNS
+          order: one row, a float.
+        - 2-D array of N_FEATURES columns in FEATURE_COLUMNS order: an array.
+        Anything else, a missing feature, a wrong length or a non-numeric value: FeatureInputError.
+        """
+        if isinstance(features, np.ndarray):
+            if features.ndim == 1:
+                return self._predict_row(self._array_row(features))
+            if features.ndim == 2 and features.shape[1] == N_FEATURES:
+                return self._predict_matrix(features)
+            raise FeatureInputError(
+                f"expected one row of {N_FEATURES} values or a (rows, {N_FEATURES}) array in FEATURE_COLUMNS order, "
+                f"got an array of shape {features.shape}"
+            )
+        if isinstance(features, pd.DataFrame):
+            try:
+                matrix = features[FEATURE_COLUMNS]
+            except KeyError:
+                raise _missing_error(set(features.columns)) from None
+            return self._predict_matrix(matrix.to_numpy(dtype="float64"))
+        if isinstance(features, (Mapping, pd.Series)):
+            try:
+                values = [features[name] for name in FEATURE_COLUMNS]
+            except KeyError:
+                raise _missing_error(set(features.keys())) from None
+            return self._predict_row(self._values_row(values))
+        if isinstance(features, (list, tuple)):
+            if len(features) != N_FEATURES:
+                raise FeatureInputError(self._length_message(len(features)))
+            return self._predict_row(self._values_row(features))
+        raise FeatureInputError(
+            f"predict_proba takes a DataFrame (rows), a mapping of feature name to value or a 1-D sequence "
+            f"of {N_FEATURES} values in FEATURE_COLUMNS order (one row), not {type(features).__name__}"
+        )
+
+    def _predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return self.booster.predict(matrix, num_threads=self.threads)
+
+    def _predict_row(self, row: ctypes.Array) -> float:
+        if self._single_row is None:
+            self._single_row = _SingleRow(self.booster)  # racing threads may both build one: harmless
+        return self._single_row(row)
+
+    @staticmethod
+    def _length_message(n: int) -> str:
+        return f"expected {N_FEATURES} values in FEATURE_COLUMNS order {FEATURE_COLUMNS}, got {n}"
+
+    @staticmethod
+    def _values_row(values) -> ctypes.Array:
+        try:
+            return _Row(*values)
+        except TypeError as exc:
+            raise _value_error(values, exc) from None
+
+    def _array_row(self, array: np.ndarray) -> ctypes.Array:
+        if array.shape[0] != N_FEATURES:
+            raise FeatureInputError(self._length_message(array.shape[0]))
+        if array.dtype != np.float64 or not array.flags.c_contiguous:
+            try:
+                array = np.ascontiguousarray(array, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise _value_error(list(array), exc) from None
+        return _Row.from_buffer_copy(array)
 
     def save(self, directory: Path) -> list[Path]:
         return [atomic_write_text(Path(directory) / MODEL_FILE, self.booster.model_to_string())]
@@ -62,6 +237,19 @@ class LgbmClassifier:
         """Total split gain per feature."""
         gains = self.booster.feature_importance(importance_type="gain")
         return dict(zip(self.booster.feature_name(), (float(g) for g in gains)))
+
+
+@contextmanager
+def thread_limits(threads: int) -> Iterator[None]:
+    """Cap the BLAS and OpenMP thread pools loaded in this process (numpy's OpenBLAS, libgomp) to
+    `threads` for the duration (threadpoolctl; LightGBM itself gets num_threads explicitly)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it only the explicit num_threads apply
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        yield
 
 
 def fixed_params(threads: int) -> dict[str, Any]:
@@ -104,7 +292,7 @@ def fit_lgbm(train: pd.DataFrame, params: dict[str, Any], threads: int) -> LgbmC
         free_raw_data=True,
     )
     booster = lgb.train({**fixed_params(threads), **params}, data, num_boost_round=rounds)
-    return LgbmClassifier(booster)
+    return LgbmClassifier(booster, threads=threads)
 
 
 @dataclass
@@ -205,7 +393,8 @@ def tune(
         callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))]
         if progress is not None:
             callbacks.append(_progress_callback(progress, n_trials))
-        study.optimize(_objective(train, folds, settings.threads), n_trials=remaining, callbacks=callbacks)
+        with thread_limits(settings.threads):
+            study.optimize(_objective(train, folds, settings.threads), n_trials=remaining, callbacks=callbacks)
     finished = _finished(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         raise RuntimeError(f"Optuna study {study_name or '(in memory)'} has no completed trial to take parameters from")
@@ -247,5 +436,6 @@ def train_lgbm(
     """Tune (see tune) and refit the best parameters on every training row."""
     started = time.perf_counter()
     tuning = tune(train, settings, study_name=study_name, progress=progress)
-    model = fit_lgbm(train, tuning.best_params, settings.threads)
+    with thread_limits(settings.threads):
+        model = fit_lgbm(train, tuning.best_params, settings.threads)
     return LgbmTraining(model=model, tuning=tuning, train_seconds=time.perf_counter() - started)

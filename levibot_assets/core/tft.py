@@ -58,6 +58,29 @@ _UNIX_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 Progress = Callable[[str], None]
 
 
+_INTEROP_THREADS_SET = False
+
+
+def _limit_threads(torch: Any, threads: int) -> None:
+    """Hold this process to `threads` CPU threads (settings.threads, the run's share of the cores):
+    torch's intra-op pool, its inter-op pool (settable once per process, before inter-op work
+    starts), and the BLAS/OpenMP pools via threadpoolctl when installed. Left in place after
+    training: the process belongs to the run."""
+    global _INTEROP_THREADS_SET
+    torch.set_num_threads(threads)
+    if not _INTEROP_THREADS_SET:
+        _INTEROP_THREADS_SET = True
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already set, or inter-op work already ran in this process
+            pass
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads)
+
+
 class TftTrainingError(ValueError):
     """The rows cannot train a TFT (message says why)."""
 
@@ -276,7 +299,7 @@ def train_tft(
     from pytorch_forecasting import TemporalFusionTransformer
     from pytorch_forecasting.metrics import CrossEntropy
 
-    torch.set_num_threads(settings.threads)
+    _limit_threads(torch, settings.threads)
     pl.seed_everything(seed, workers=True, verbose=False)
     train, valid = _datasets(
         _series_frame(frame, labelled=True), settings.label_horizon, config.validation_stride
