@@ -115,7 +115,8 @@ def release_report(layout, symbols, test_days) -> list[str]:
 
     from levibot_assets.core.metrics import roc_auc
     from levibot_assets.core.predictions import live_rows, live_score, read_predictions, scores_from_predictions
-    from levibot_assets.core.release import ReleaseError, load_decision
+    from levibot_assets.core.release.deploy import load_decision
+    from levibot_assets.core.release.store import ReleaseError
 
     names = ["lgbm", "tft", "logistic", "majority", "last_return_sign"]
     lines = [

@@ -30,7 +30,9 @@ from levibot_assets.core.dataset import split_window
 from levibot_assets.core.features import FEATURE_COLUMNS, compute_features
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.lgbm import fit_lgbm
-from levibot_assets.core.release import ReleaseDecision, load_release, publish
+from levibot_assets.core.release.decision import ReleaseDecision
+from levibot_assets.core.release.deploy import publish
+from levibot_assets.core.release.store import load_release
 from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.serving import load_current
 

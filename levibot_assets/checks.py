@@ -23,7 +23,7 @@ import pandas as pd
 from levibot_assets.core import quality
 from levibot_assets.core.drift import feature_drift
 from levibot_assets.core.features import FEATURE_COLUMNS
-from levibot_assets.core.release import ReleaseError, load_release, read_manifest
+from levibot_assets.core.release.store import ReleaseError, load_release, read_manifest
 from levibot_assets.partitions import PARTITIONS
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN

@@ -24,7 +24,8 @@ import pyarrow
 
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
-from levibot_assets.core.release import ReleaseError, list_releases, rollback
+from levibot_assets.core.release.deploy import list_releases, rollback
+from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.settings import SettingsError, get_settings, validate_symbol
 
 # Bad input of any kind (variables, options, files): one line naming it, exit status 2, no traceback.

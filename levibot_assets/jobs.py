@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from levibot_assets.core.release import rollback
+from levibot_assets.core.release.deploy import rollback
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import validate_symbol
 

@@ -21,7 +21,8 @@ from levibot_assets.core.dataset import TrainTest, split_window
 from levibot_assets.core.features import FORWARD_RETURN_COLUMN, compute_features
 from levibot_assets.core.lgbm import LgbmClassifier, fit_lgbm
 from levibot_assets.core.model_api import MODEL_CLASSES, TrainedModel
-from levibot_assets.core.release import MAIN_FILE, ReleaseDecision
+from levibot_assets.core.release.decision import ReleaseDecision
+from levibot_assets.core.release.deploy import MAIN_FILE
 from levibot_assets.core.sources.synthetic import synthetic_day
 
 SYMBOL = "BTCUSDT"

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.release import read_history
+from levibot_assets.core.release.deploy import read_history
 from levibot_assets_tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -35,16 +35,9 @@ from levibot_assets.core.predictions import (
     scores_from_predictions,
     write_predictions,
 )
-from levibot_assets.core.promotion import decide, evaluate_with_champion
-from levibot_assets.core.release import (
-    ReleaseError,
-    current_release_date,
-    load_decision,
-    load_release,
-    publish,
-    sha256_file,
-    verify_release,
-)
+from levibot_assets.core.release.decision import decide, evaluate_with_champion
+from levibot_assets.core.release.deploy import current_release_date, load_decision, publish
+from levibot_assets.core.release.store import ReleaseError, load_release, sha256_file, verify_release
 from levibot_assets.partitions import partition_key
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import load_current

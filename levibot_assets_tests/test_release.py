@@ -25,21 +25,22 @@ from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
 from levibot_assets.core.model_api import MODEL_CLASSES
-from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release import (
-    MANIFEST,
-    ReleaseError,
-    beats,
+from levibot_assets.core.release.decision import CHAMPION, Champion, beats, decide, evaluate_with_champion
+from levibot_assets.core.release.deploy import (
     current_release_date,
     in_service_id,
     list_releases,
     load_decision,
-    load_release,
     publish,
     read_history,
-    read_manifest,
     read_summary,
     rollback,
+)
+from levibot_assets.core.release.store import (
+    MANIFEST,
+    ReleaseError,
+    load_release,
+    read_manifest,
     sha256_file,
     verify_release,
 )
@@ -284,7 +285,8 @@ PUBLISH_SCRIPT = """
     import datetime as dt, sys
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.lgbm import LgbmClassifier
-    from levibot_assets.core.release import ReleaseDecision, publish
+    from levibot_assets.core.release.decision import ReleaseDecision
+    from levibot_assets.core.release.deploy import publish
 
     data_dir, model_dir, symbol, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     layout, model = DataLayout(data_dir), LgbmClassifier.load(model_dir)

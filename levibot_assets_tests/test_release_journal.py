@@ -21,9 +21,8 @@ import pytest
 from levibot_assets.cli import main
 from levibot_assets.core.atomic import append_line, atomic_write_bytes
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.release import (
-    NOTHING_IN_SERVICE,
-    ReleaseError,
+from levibot_assets.core.release.decision import NOTHING_IN_SERVICE
+from levibot_assets.core.release.deploy import (
     current_release_date,
     in_service_id,
     list_releases,
@@ -32,6 +31,7 @@ from levibot_assets.core.release import (
     read_summary,
     rollback,
 )
+from levibot_assets.core.release.store import ReleaseError
 from levibot_assets_tests import release_fixtures as rf
 from levibot_assets_tests.conftest import REPO_ROOT
 
@@ -87,9 +87,9 @@ def test_events_record_every_change_in_order(layout):
     assert_history_matches_service(layout)
 
 
-@pytest.mark.parametrize("step", ["_install_dir", "_point_current"])
+@pytest.mark.parametrize("step", ["install_dir", "_point_current"])
 def test_a_writer_stopped_after_its_event_is_repaired_by_the_next(layout, monkeypatch, step):
-    from levibot_assets.core import release
+    from levibot_assets.core.release import deploy
 
     _publish(layout, D0)
     served = in_service_id(layout, SYMBOL)
@@ -98,7 +98,7 @@ def test_a_writer_stopped_after_its_event_is_repaired_by_the_next(layout, monkey
         raise KeyboardInterrupt("killed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(release, step, die)
+        patch.setattr(deploy, step, die)
         with pytest.raises(KeyboardInterrupt):
             _publish(layout, D1)
     assert read_history(layout, SYMBOL)[-1]["release"] == D1  # recorded ahead, not carried out
@@ -128,7 +128,7 @@ def test_a_torn_last_line_is_skipped_by_readers_and_cut_by_the_next_append(layou
     _publish(layout, D0)
     with open(layout.release_history, "ab") as handle:
         handle.write(b'{"event": "promote", "symbol": "BTCUSDT", "rel')  # a writer killed mid-append
-    with caplog.at_level(logging.WARNING, logger="levibot_assets.core.release"):
+    with caplog.at_level(logging.WARNING, logger="levibot_assets.core.release.deploy"):
         assert len(read_history(layout)) == 1
     assert "line 2 is torn" in caplog.text
     _publish(layout, D1)
@@ -209,14 +209,14 @@ def test_best_links_follow_re_releases_and_rollbacks_and_never_dangle(layout):
 
 
 def test_a_crash_while_a_linked_release_is_replaced_leaves_no_dangling_link(layout, monkeypatch):
-    from levibot_assets.core import release
+    from levibot_assets.core.release import deploy
 
     _publish(layout, D0, "lgbm")
 
     def die(*args):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(release, "_point_current", die)  # after the directory was replaced
+    monkeypatch.setattr(deploy, "_point_current", die)  # after the directory was replaced
     with pytest.raises(KeyboardInterrupt):
         _publish(layout, D0, "tft")
     assert not (layout.release_dir(D0, SYMBOL) / "lgbm.txt").exists()
@@ -292,7 +292,9 @@ WRITERS = """
     from pathlib import Path
     from levibot_assets.core.atomic import atomic_write_text
     from levibot_assets.core.layout import DataLayout
-    from levibot_assets.core.release import MAIN_FILE, ReleaseDecision, ReleaseError, in_service_id, publish, rollback
+    from levibot_assets.core.release.decision import ReleaseDecision
+    from levibot_assets.core.release.deploy import MAIN_FILE, in_service_id, publish, rollback
+    from levibot_assets.core.release.store import ReleaseError
 
     class FileModel:
         def __init__(self, model_type, text):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.release import ReleaseError, publish, rollback
+from levibot_assets.core.release.deploy import publish, rollback
+from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.core.tft import TftConfig, train_tft
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets.settings import Settings

@@ -2,7 +2,7 @@
 
 Candidates: the lgbm_model and tft_model partitions, and a logistic regression fitted here on the
 same purged training rows (core.baselines.fit_logistic: C chosen inside the training period). The
-decision is carried out by core.release.publish (release directory, atomic current/<SYMBOL> swap,
+decision is carried out by core.release.deploy.publish (release directory, atomic current/<SYMBOL> swap,
 summary and history); then the test-day predictions of every candidate, baseline and the champion
 are stored as predictions/<date>/<SYMBOL>.parquet (core.predictions) and the live score (the
 champion's AUC per day, pooled over the last 30 stored days) goes into the metadata; last, the
@@ -21,8 +21,9 @@ from levibot_assets.core.features import contract_version
 from levibot_assets.core.model_api import TrainedModel
 from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predictions_frame, write_predictions
-from levibot_assets.core.promotion import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release import ReleaseError, current_release_date, current_release_dir, in_service_id, publish, release_id
+from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
+from levibot_assets.core.release.deploy import current_release_date, current_release_dir, in_service_id, publish
+from levibot_assets.core.release.store import ReleaseError, release_id
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets.settings import get_settings

@@ -29,7 +29,7 @@ from levibot_assets.core.ohlcv import (
     zero_volume_streaks,
 )
 from levibot_assets.core.metrics import higher_is_better
-from levibot_assets.core.release import sha256_file
+from levibot_assets.core.release.store import MISMATCH, MISSING, check_files
 
 LABEL_SHARE_BOUNDS = (0.30, 0.70)  # share of "up" labels outside this suggests a broken label
 _MAX_LISTED = 20  # examples listed in a description; counts are always complete
@@ -234,13 +234,12 @@ def train_test_disjoint(
 
 
 def release_files_intact(directory: Path, expected_sha256: Mapping[str, str]) -> QualityResult:
-    """Every file the manifest lists exists and has the recorded sha256."""
+    """Every file the manifest lists exists and has the recorded sha256 (the loader's own check_files)."""
     if not expected_sha256:
         return QualityResult(False, f"manifest of {directory} lists no files", {"files": 0})
-    missing = [name for name in expected_sha256 if not (directory / name).is_file()]
-    mismatched = [
-        name for name, sha in expected_sha256.items() if name not in missing and sha256_file(directory / name) != sha
-    ]
+    _, found = check_files(directory, expected_sha256)
+    missing = [name for name, problem in found.items() if problem == MISSING]
+    mismatched = [name for name, problem in found.items() if problem == MISMATCH]
     problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
         [f"hash mismatch: {', '.join(mismatched)}"] if mismatched else []
     )

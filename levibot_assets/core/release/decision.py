@@ -1,4 +1,4 @@
-"""The champion/challenger rule: score everything on the same rows, promote only what has earned it.
+"""The champion/challenger rule and its record: score everything on the same rows, promote only what has earned it.
 
 The challenger is the better candidate (lgbm, tft, logistic) by settings.select_metric (lower is
 better for log_loss and brier). It is released only if it beats the best baseline and, when a model
@@ -8,11 +8,15 @@ coming from one core.evaluation run on identical test-day rows (the day the cham
 The baselines of the rule are those that are not candidates (core.baselines.rule_baselines): with
 logistic regression a candidate, the rule's baselines are majority and last_return_sign, so no
 candidate is ever required to beat itself.
+
+What was decided is a ReleaseDecision; carrying it out (writing the release, swapping what is in
+service, recording it) is release.deploy.publish, which needs only the record, never the rule.
 """
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,10 +24,67 @@ import numpy as np
 from levibot_assets.core.baselines import rule_baselines
 from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, evaluate_models
-from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.metrics import higher_is_better
-from levibot_assets.core.release import NOTHING_IN_SERVICE, ReleaseDecision, ReleaseError, beats, is_score
+from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.release.store import ReleaseError, jsonable
 from levibot_assets.settings import Settings
+
+# champion_id of a decision made with nothing in service; deploy.in_service_id says the same when
+# no current/<SYMBOL> link exists, so the re-check under the symbol lock compares like with like.
+NOTHING_IN_SERVICE = "none"
+# The champion's name among the scored models of an evaluation.
+CHAMPION = "champion"
+
+
+# ----------------------------------------------------------------------------- scores and the decision record
+
+
+def is_score(x: Any) -> bool:
+    return isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
+
+
+def beats(a: Any, b: Any, metric: str, margin: float = 0.0) -> bool:
+    """Whether score `a` is better than `b` by more than `margin` (a non-finite `a` never beats)."""
+    if not is_score(a):
+        return False
+    if not is_score(b):
+        return True
+    return float(a) > float(b) + margin if higher_is_better(metric) else float(a) < float(b) - margin
+
+
+@dataclass
+class ReleaseDecision:
+    """What best_release decided for one (date, symbol); `model` is what gets written when released."""
+
+    date: str
+    symbol: str
+    released: bool
+    reason: str
+    select_metric: str
+    challenger_type: str | None
+    scores: dict = field(default_factory=dict)  # challenger, champion, best_baseline (+ its name)
+    metrics: dict = field(default_factory=dict)  # candidates, champion, baselines: full score dicts
+    champion_release: str | None = None
+    # in_service_id when the decision was scored; None for a decision not scored against the release
+    # in service (made by hand: tests, benchmarks), which publish deploys without the re-check.
+    champion_id: str | None = None
+    trained_on: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    test_rows: int | None = None
+    model: Classifier | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "model"}
+        data["higher_is_better"] = higher_is_better(self.select_metric)
+        return jsonable(data)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ReleaseDecision":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "model"}
+        return cls(**known)
+
+
+# ----------------------------------------------------------------------------- the rule
 
 
 def best_of(scores: dict[str, Any], metric: str) -> tuple[str | None, float | None]:
@@ -39,7 +100,7 @@ def best_of(scores: dict[str, Any], metric: str) -> tuple[str | None, float | No
 class Champion:
     """The release in service for the symbol, scored on this partition's test rows.
 
-    `release_id` (core.release.release_id of the manifest that was loaded, or in_service_id when it
+    `release_id` (store.release_id of the manifest that was loaded, or deploy.in_service_id when it
     could not be) lets publish check under its lock that this is still the release in service.
     """
 
@@ -120,9 +181,6 @@ def decide(
         return ReleaseDecision(released=False, reason=reason, **common)
     params = trained.metrics.get("best_params") or trained.metrics.get("params") or {}
     return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
-
-
-CHAMPION = "champion"
 
 
 def evaluate_with_champion(

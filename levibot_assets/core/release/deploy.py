@@ -1,20 +1,16 @@
-"""Releases: the decision record, dated release directories, hot deploy, rollback and listing.
+"""What is in service and how it changes: current/<SYMBOL> links, best_* links, history, publish and rollback.
 
-(The rule that makes the decision lives in core.promotion; this module only needs what was decided.)
+On disk (paths from DataLayout only; one release directory is release.store's concern):
 
-On disk (paths from DataLayout only):
-
-    releases/<date>/<SYMBOL>/<model files> + manifest.json   (sha256 of every file, metrics, decision)
     releases/<date>/summary.json                            one entry per symbol of that date
     releases/history.jsonl                                  every promotion and rollback
     current/<SYMBOL> -> ../releases/<date>/<SYMBOL>         what the trading engine serves
     best_lgbm.txt, best_tft.ckpt -> releases/...            best served release per model type
 
-Crash safety: a release is assembled in a staging directory (model files, then manifest.json last,
-each fsynced), moved into place with one rename, and only then is current/<SYMBOL> swapped with an
-atomic symlink replace. A crash at any instant leaves current/ pointing at a complete release.
-Processes writing the same summary/symbol serialise on fcntl.flock lock files; history.jsonl,
-shared by all symbols, is appended under a flock of its own.
+Crash safety: a release is complete in place (store.install_dir) before current/<SYMBOL> is swapped
+with an atomic symlink replace, so a crash at any instant leaves current/ pointing at a complete
+release. Processes writing the same summary/symbol serialise on fcntl.flock lock files;
+history.jsonl, shared by all symbols, is appended under a flock of its own.
 
 What is in service changes only in one critical section per symbol (`_change_service`, under the
 symbol lock): re-read what is served, append the history event (fsynced), then make the change.
@@ -23,114 +19,44 @@ A writer that dies between its event and its change leaves an event that did not
 writer of the symbol sees, under the lock, that history's last event is not what is served and
 appends a `repair` event saying what is (`_repair_history`). Before a promotion swaps, it checks
 that the release in service is still the one its decision was scored against (`_check_champion`).
-Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
-import errno
 import fcntl
-import hashlib
 import json
 import logging
-import math
 import os
-import platform
 import shutil
-import tempfile
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import Iterator
 
 from levibot_assets.core.atomic import append_line, atomic_symlink, atomic_write_text, fsync_dir
-from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.model_api import Classifier, model_class
+from levibot_assets.core.metrics import higher_is_better
+from levibot_assets.core.release.decision import NOTHING_IN_SERVICE, ReleaseDecision, is_score
+from levibot_assets.core.release.store import (
+    MANIFEST,
+    ReleaseError,
+    install_dir,
+    json_text,
+    jsonable,
+    read_manifest,
+    release_id,
+    stage_release,
+    utc_now,
+    verify_release,
+)
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 # The file each global best_<type><suffix> link points at.
 MAIN_FILE = {"lgbm": "lgbm.txt", "tft": "tft.ckpt", "logistic": "logistic.json"}
-LIBRARIES = (
-    "levibot_assets", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "optuna",
-    "torch", "lightning", "pytorch-forecasting", "dagster",
-)
-# What in_service_id says when no current/<SYMBOL> link exists.
-NOTHING_IN_SERVICE = "none"
 
 
-class ReleaseError(RuntimeError):
-    """A release cannot be written, found, verified or rolled back to; the message says why."""
-
-
-# ----------------------------------------------------------------------------- scores and the decision record
-
-
-def is_score(x: Any) -> bool:
-    return isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
-
-
-def beats(a: Any, b: Any, metric: str, margin: float = 0.0) -> bool:
-    """Whether score `a` is better than `b` by more than `margin` (a non-finite `a` never beats)."""
-    if not is_score(a):
-        return False
-    if not is_score(b):
-        return True
-    return float(a) > float(b) + margin if higher_is_better(metric) else float(a) < float(b) - margin
-
-
-@dataclass
-class ReleaseDecision:
-    """What best_release decided for one (date, symbol); `model` is what gets written when released."""
-
-    date: str
-    symbol: str
-    released: bool
-    reason: str
-    select_metric: str
-    challenger_type: str | None
-    scores: dict = field(default_factory=dict)  # challenger, champion, best_baseline (+ its name)
-    metrics: dict = field(default_factory=dict)  # candidates, champion, baselines: full score dicts
-    champion_release: str | None = None
-    # in_service_id when the decision was scored; None for a decision not scored against the release
-    # in service (made by hand: tests, benchmarks), which publish deploys without the re-check.
-    champion_id: str | None = None
-    trained_on: list[str] = field(default_factory=list)
-    params: dict = field(default_factory=dict)
-    test_rows: int | None = None
-    model: Classifier | None = field(default=None, repr=False, compare=False)
-
-    def to_json(self) -> dict:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "model"}
-        data["higher_is_better"] = higher_is_better(self.select_metric)
-        return _jsonable(data)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ReleaseDecision":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "model"}
-        return cls(**known)
-
-
-# ----------------------------------------------------------------------------- files, hashes, locks
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# ----------------------------------------------------------------------------- locks
 
 
 @contextlib.contextmanager
@@ -144,110 +70,6 @@ def file_lock(layout: DataLayout, name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars become Python numbers, NaN/inf become null."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions (read from package metadata: nothing heavy is imported)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-# ----------------------------------------------------------------------------- verify and load
-
-
-def read_manifest(release_dir: Path) -> dict:
-    path = Path(release_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ReleaseError(f"{release_dir} is not a release: {MANIFEST} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReleaseError(f"{path} is not valid JSON ({exc}): the release is damaged") from None
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files or "model_type" not in manifest:
-        raise ReleaseError(f"{path} lacks 'files' or 'model_type': the release is damaged")
-    for name in files:
-        if name != Path(name).name or name in ("", ".", "..", MANIFEST):
-            raise ReleaseError(f"{path} lists a file name {name!r} outside the release directory")
-    return manifest
-
-
-def verified_files(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
-    """The manifest and the bytes of every listed file, each checked against its sha256."""
-    release_dir = Path(release_dir)
-    manifest = read_manifest(release_dir)
-    contents: dict[str, bytes] = {}
-    for name, info in manifest["files"].items():
-        try:
-            data = (release_dir / name).read_bytes()
-        except FileNotFoundError:
-            raise ReleaseError(f"{release_dir}: {name} listed in the manifest is missing") from None
-        if sha256_bytes(data) != info.get("sha256"):
-            raise ReleaseError(
-                f"{release_dir / name} does not match the sha256 in its manifest: the file was modified or "
-                "damaged; refusing to load it"
-            )
-        contents[name] = data
-    return manifest, contents
-
-
-def verify_release(release_dir: Path) -> dict:
-    """Raise ReleaseError unless every file of the release matches its manifest; return the manifest."""
-    manifest, _ = verified_files(release_dir)
-    return manifest
-
-
-def load_release(release_dir: Path) -> tuple[Classifier, dict]:
-    """Load a release's model from the bytes that passed verification (a private copy, not the paths).
-
-    Loading from a private copy closes the gap between checking a file and unpickling it.
-    """
-    manifest, contents = verified_files(release_dir)
-    cls = model_class(manifest["model_type"])
-    with tempfile.TemporaryDirectory(prefix="levibot-release-") as tmp:
-        for name, data in contents.items():
-            (Path(tmp) / name).write_bytes(data)
-        model = cls.load(Path(tmp))
-    return model, manifest
-
-
-def release_id(manifest: dict) -> str:
-    """`<date>@<12 hex>`: one release, as history records it and the champion re-check compares it.
-
-    The hash is of the parsed manifest, so the manifest a ServedModel loaded and the one read back
-    from disk give the same id. The date alone is not enough: re-running a partition replaces
-    releases/<date>/<SYMBOL> behind an unchanged current/ link with another model and manifest.
-    """
-    digest = sha256_bytes(json.dumps(manifest, sort_keys=True).encode("utf-8"))[:12]
-    return f"{manifest.get('date')}@{digest}"
 
 
 # ----------------------------------------------------------------------------- current links
@@ -354,7 +176,7 @@ def _refresh_best_links(layout: DataLayout) -> None:
 
 def append_history(layout: DataLayout, event: dict) -> dict:
     """Append one event as a JSON line (locked write + fsync; a torn last line is cut off first)."""
-    event = _jsonable({"at": _now(), **event})
+    event = jsonable({"at": utc_now(), **event})
     append_line(layout.release_history, json.dumps(event, sort_keys=True, allow_nan=False) + "\n")
     return event
 
@@ -403,88 +225,12 @@ def update_summary(layout: DataLayout, date: dt.date | str, symbol: str, entry: 
     with file_lock(layout, f"summary-{date}"):
         summary = read_summary(layout, date)
         summary.setdefault("symbols", {})[symbol] = entry
-        summary["updated_at"] = _now()
-        atomic_write_text(layout.release_summary(date), _dumps(summary))
+        summary["updated_at"] = utc_now()
+        atomic_write_text(layout.release_summary(date), json_text(summary))
     return summary
 
 
-# ----------------------------------------------------------------------------- writing a release
-
-
-def _exchange_paths(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(a))
-
-
-def _install_dir(staging: Path, final: Path) -> None:
-    """Put a complete staging directory at `final` in one rename (replacing an older copy atomically)."""
-    if not final.exists():
-        os.rename(staging, final)
-    elif _exchange_paths(staging, final):
-        shutil.rmtree(staging)  # now holds the old copy
-    else:  # no atomic exchange on this filesystem: a brief window where `final` is absent
-        old = staging.with_name(staging.name + ".old")
-        os.rename(final, old)
-        os.rename(staging, final)
-        shutil.rmtree(old)
-    fsync_dir(final.parent)
-
-
-def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
-    """Staging dirs left by a crashed writer (callers hold the symbol lock, so none is live)."""
-    pattern = layout.release_staging_dir("*", symbol, "*").relative_to(layout.root)
-    for stale in layout.root.glob(str(pattern)):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def build_manifest(decision: ReleaseDecision, files: dict[str, str], model_type: str) -> dict:
-    return {
-        "format": MANIFEST_FORMAT,
-        "date": decision.date,
-        "symbol": decision.symbol,
-        "model_type": model_type,
-        "select_metric": decision.select_metric,
-        "files": {name: {"sha256": digest} for name, digest in sorted(files.items())},
-        "params": decision.params,
-        "metrics": decision.metrics,
-        "trained_on": decision.trained_on,
-        "decision": decision.to_json(),
-        "libraries": library_versions(),
-        "created_at": _now(),
-    }
-
-
-def stage_release(layout: DataLayout, decision: ReleaseDecision) -> tuple[Path, str]:
-    """Write model files then manifest.json into a staging directory, fsynced; (staging, its release_id).
-
-    The caller holds the symbol lock and installs the staging directory with `_change_service`.
-    """
-    if decision.model is None:
-        raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
-    _remove_stale_staging(layout, decision.symbol)
-    staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
-    staging.mkdir(parents=True)
-    try:
-        written = [Path(p) for p in decision.model.save(staging)]
-        if not written:
-            raise ReleaseError(f"{decision.model.model_type}.save wrote no files")
-        files = {p.name: sha256_file(p) for p in written}
-        text = _dumps(build_manifest(decision, files, decision.model.model_type))
-        atomic_write_text(staging / MANIFEST, text)
-        fsync_dir(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return staging, release_id(json.loads(text))
+# ----------------------------------------------------------------------------- changing what is in service
 
 
 def _repair_history(layout: DataLayout, symbol: str) -> None:
@@ -549,7 +295,7 @@ def _change_service(layout: DataLayout, symbol: str, event: dict, date: str, sta
         if staging is not None:
             final = layout.release_dir(date, symbol)
             _drop_best_links_into(layout, final)
-            _install_dir(staging, final)
+            install_dir(staging, final)
         _point_current(layout, date, symbol)
         _refresh_best_links(layout)
     return event

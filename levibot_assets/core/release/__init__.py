@@ -1,0 +1,11 @@
+"""Releases, one concern per module (import each name from its module; nothing is re-exported here):
+
+- decision: the champion/challenger rule (decide, evaluate_with_champion, Champion) and the record
+  of what it decided (ReleaseDecision, beats, is_score).
+- store: one release directory on disk: manifest, sha256 hashing, staging and atomic install,
+  verification and loading (check_files, verify_release, load_release), release_id, ReleaseError.
+- deploy: what is in service and how it changes: current/<SYMBOL> and best_* links, the history
+  journal, summaries, publish, rollback, listing, and the file locks that serialise writers.
+
+decision builds on store, deploy on both; store knows nothing of the rule or of what is served.
+"""

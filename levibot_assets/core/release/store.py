@@ -1,0 +1,268 @@
+"""One release directory on disk: what it holds, how it is written, and the check that it is intact.
+
+    releases/<date>/<SYMBOL>/<model files> + manifest.json   (sha256 of every file, metrics, decision)
+
+A release is assembled in a staging directory (model files, then manifest.json last, each fsynced)
+and put in place with one rename (an atomic renameat2 exchange when an older copy is there), so a
+reader sees the old release or the new one, never a mix. Checkpoints are pickles: models are only
+ever loaded from bytes whose sha256 matched the manifest, and `check_files` is the one comparison
+of files against their sha256 that the loader, the listing and the quality rule all go through.
+
+Which release is in service, and the history of that, is release.deploy's concern.
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import errno
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from levibot_assets.core.atomic import atomic_write_text, fsync_dir
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.model_api import Classifier, model_class
+
+if TYPE_CHECKING:  # decision imports this module; the manifest only needs the record's fields
+    from levibot_assets.core.release.decision import ReleaseDecision
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+LIBRARIES = (
+    "levibot_assets", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "optuna",
+    "torch", "lightning", "pytorch-forecasting", "dagster",
+)
+# What check_files says of a listed file that is absent or whose bytes have another sha256.
+MISSING, MISMATCH = "missing", "mismatch"
+
+
+class ReleaseError(RuntimeError):
+    """A release cannot be written, found, verified or rolled back to; the message says why."""
+
+
+# ----------------------------------------------------------------------------- JSON, hashes, versions
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: numpy scalars become Python numbers, NaN/inf become null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions (read from package metadata: nothing heavy is imported)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ----------------------------------------------------------------------------- verify and load
+
+
+def read_manifest(release_dir: Path) -> dict:
+    path = Path(release_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReleaseError(f"{release_dir} is not a release: {MANIFEST} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"{path} is not valid JSON ({exc}): the release is damaged") from None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files or "model_type" not in manifest:
+        raise ReleaseError(f"{path} lacks 'files' or 'model_type': the release is damaged")
+    for name in files:
+        if name != Path(name).name or name in ("", ".", "..", MANIFEST):
+            raise ReleaseError(f"{path} lists a file name {name!r} outside the release directory")
+    return manifest
+
+
+def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Read every named file of `directory` once: (bytes of those matching their sha256, problems).
+
+    `problems` maps each other name, in the order given, to MISSING (absent or not a file) or
+    MISMATCH. The bytes returned are the ones that were hashed, so a caller can use them without a
+    second read that could see another file.
+    """
+    directory = Path(directory)
+    contents: dict[str, bytes] = {}
+    problems: dict[str, str] = {}
+    for name, sha256 in expected_sha256.items():
+        try:
+            data = (directory / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            problems[name] = MISSING
+            continue
+        if sha256_bytes(data) != sha256:
+            problems[name] = MISMATCH
+            continue
+        contents[name] = data
+    return contents, problems
+
+
+def verified_files(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and the bytes of every listed file, each checked against its sha256."""
+    release_dir = Path(release_dir)
+    manifest = read_manifest(release_dir)
+    contents, problems = check_files(release_dir, {name: info.get("sha256") for name, info in manifest["files"].items()})
+    if problems:
+        name, problem = next(iter(problems.items()))  # the first in manifest order
+        if problem == MISSING:
+            raise ReleaseError(f"{release_dir}: {name} listed in the manifest is missing")
+        raise ReleaseError(
+            f"{release_dir / name} does not match the sha256 in its manifest: the file was modified or "
+            "damaged; refusing to load it"
+        )
+    return manifest, contents
+
+
+def verify_release(release_dir: Path) -> dict:
+    """Raise ReleaseError unless every file of the release matches its manifest; return the manifest."""
+    manifest, _ = verified_files(release_dir)
+    return manifest
+
+
+def load_release(release_dir: Path) -> tuple[Classifier, dict]:
+    """Load a release's model from the bytes that passed verification (a private copy, not the paths).
+
+    Loading from a private copy closes the gap between checking a file and unpickling it.
+    """
+    manifest, contents = verified_files(release_dir)
+    cls = model_class(manifest["model_type"])
+    with tempfile.TemporaryDirectory(prefix="levibot-release-") as tmp:
+        for name, data in contents.items():
+            (Path(tmp) / name).write_bytes(data)
+        model = cls.load(Path(tmp))
+    return model, manifest
+
+
+def release_id(manifest: dict) -> str:
+    """`<date>@<12 hex>`: one release, as history records it and the champion re-check compares it.
+
+    The hash is of the parsed manifest, so the manifest a ServedModel loaded and the one read back
+    from disk give the same id. The date alone is not enough: re-running a partition replaces
+    releases/<date>/<SYMBOL> behind an unchanged current/ link with another model and manifest.
+    """
+    digest = sha256_bytes(json.dumps(manifest, sort_keys=True).encode("utf-8"))[:12]
+    return f"{manifest.get('date')}@{digest}"
+
+
+# ----------------------------------------------------------------------------- writing a release
+
+
+def _exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+def install_dir(staging: Path, final: Path) -> None:
+    """Put a complete staging directory at `final` in one rename (replacing an older copy atomically)."""
+    if not final.exists():
+        os.rename(staging, final)
+    elif _exchange_paths(staging, final):
+        shutil.rmtree(staging)  # now holds the old copy
+    else:  # no atomic exchange on this filesystem: a brief window where `final` is absent
+        old = staging.with_name(staging.name + ".old")
+        os.rename(final, old)
+        os.rename(staging, final)
+        shutil.rmtree(old)
+    fsync_dir(final.parent)
+
+
+def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
+    """Staging dirs left by a crashed writer (callers hold the symbol lock, so none is live)."""
+    pattern = layout.release_staging_dir("*", symbol, "*").relative_to(layout.root)
+    for stale in layout.root.glob(str(pattern)):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_manifest(decision: ReleaseDecision, files: dict[str, str], model_type: str) -> dict:
+    return {
+        "format": MANIFEST_FORMAT,
+        "date": decision.date,
+        "symbol": decision.symbol,
+        "model_type": model_type,
+        "select_metric": decision.select_metric,
+        "files": {name: {"sha256": digest} for name, digest in sorted(files.items())},
+        "params": decision.params,
+        "metrics": decision.metrics,
+        "trained_on": decision.trained_on,
+        "decision": decision.to_json(),
+        "libraries": library_versions(),
+        "created_at": utc_now(),
+    }
+
+
+def stage_release(layout: DataLayout, decision: ReleaseDecision) -> tuple[Path, str]:
+    """Write model files then manifest.json into a staging directory, fsynced; (staging, its release_id).
+
+    The caller holds the symbol lock and puts the staging directory in place with install_dir
+    (deploy._change_service).
+    """
+    if decision.model is None:
+        raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
+    _remove_stale_staging(layout, decision.symbol)
+    staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
+    staging.mkdir(parents=True)
+    try:
+        written = [Path(p) for p in decision.model.save(staging)]
+        if not written:
+            raise ReleaseError(f"{decision.model.model_type}.save wrote no files")
+        files = {p.name: sha256_file(p) for p in written}
+        text = json_text(build_manifest(decision, files, decision.model.model_type))
+        atomic_write_text(staging / MANIFEST, text)
+        fsync_dir(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, release_id(json.loads(text))
