@@ -1,4 +1,4 @@
-"""Where a run's steps execute, chosen by `LEVIBOT_EXECUTOR` (issue #13): the executor of every asset job.
+"""Where a run's steps execute, chosen by `LEVIBOT_EXECUTOR`: the executor of every asset job.
 
 - `multiprocess` (the default): each step in its own process on the run worker's host, independent
   steps in parallel (up to the CPU count). It needs nothing beyond the run worker, and a step that

@@ -1,4 +1,4 @@
-"""Real ccxt against a local Binance stand-in over real HTTP: every fault issue #10 names.
+"""Real ccxt against a local Binance stand-in over real HTTP: every fault a live exchange can serve.
 
 ccxt is pointed at the stand-in purely through LEVIBOT_CCXT_OPTIONS-style config (urls, timeout).
 The candles are the shared real Binance data of March/April 2023 when present, else synthetic rows
@@ -304,12 +304,12 @@ def test_keys_in_the_options_do_not_make_market_loading_private(standin, candles
 def test_the_resource_downloads_through_ccxt_options_and_never_uses_the_keys(standin, candles, levibot_env):
     from levibot_assets.resources.market_data import MarketDataResource, ccxt_client
 
-    levibot_env(source="ccxt", exchange_api_key="key-7c1d", exchange_secret="secret-55e0",
-                ccxt_options=json.dumps(standin.ccxt_options()))
+    options = json.dumps(standin.ccxt_options())
+    levibot_env(source="ccxt", exchange_api_key="key-7c1d", exchange_secret="secret-55e0", ccxt_options=options)
     ccxt_client.cache_clear()
     try:
-        bars = MarketDataResource(source="ccxt").fetch_day("BTCUSDT", FULL_DAY)
-        assert not ccxt_client("binance").exchange.apiKey
+        bars = MarketDataResource(source="ccxt", ccxt_options=options).fetch_day("BTCUSDT", FULL_DAY)
+        assert not ccxt_client("binance", options).exchange.apiKey
     finally:
         ccxt_client.cache_clear()
 

@@ -1,4 +1,4 @@
-"""Issue #10: a run killed with SIGKILL never blocks later runs.
+"""A run killed with SIGKILL never blocks later runs.
 
 Unit tests: `reap_dead_runs` / the `dead_run_reaper` sensor against a test instance with fabricated
 STARTED runs (a dead pid, a live pid, another host, a reused pid, a run killed before its host
