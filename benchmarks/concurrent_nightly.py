@@ -12,7 +12,7 @@ the wall time from the first start to the last exit is compared: ratio = (b) / (
                    $DAGSTER_HOME/dagster.yaml = the repository's: max_concurrent_runs 4), and
                    OMP_WAIT_POLICY unset, so core.lgbm sets PASSIVE
   old              LEVIBOT_THREADS=2 (the previous default) and libgomp's own wait policy (spin,
-                   then sleep), as before issue #12: OMP_WAIT_POLICY set to "" so core.lgbm keeps
+                   then sleep), as this project did before: OMP_WAIT_POLICY set to "" so core.lgbm keeps
                    it (libgomp prints one "Invalid value" warning per process and uses its default)
   2threads+passive LEVIBOT_THREADS=2 with the new PASSIVE default
   old+active       LEVIBOT_THREADS=2, OMP_WAIT_POLICY=ACTIVE (threads never sleep)
@@ -80,7 +80,10 @@ def worker(path: str, trials: int) -> None:
     train = pd.read_parquet(path)
     settings = Settings.from_env({**os.environ, "LEVIBOT_OPTUNA_TRIALS": str(trials)})
     ready = time.perf_counter()
-    training = train_lgbm(train, settings)
+    training = train_lgbm(
+        train, horizon=settings.label_horizon, n_trials=settings.optuna_trials, threads=settings.threads,
+        storage=settings.optuna_storage,
+    )
     print(json.dumps({
         "threads": settings.threads,
         "rows": len(train),

@@ -10,7 +10,8 @@ from levibot_assets.executors import build_executor
 from levibot_assets.jobs import rollback_job
 from levibot_assets.reaper import dead_run_reaper
 from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
-from levibot_assets.resources.market_data import MarketDataResource
+from levibot_assets.resources.market_data import CCXT_OPTIONS_ENV, MarketDataResource
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.schedules import nightly_job, nightly_schedule
 from levibot_assets.sensors import asset_check_alerts, run_failure_alerts
@@ -24,8 +25,13 @@ def build_resources(settings=None) -> dict:
     return {
         "storage": storage,
         "market_data": MarketDataResource(
-            source=settings.source, exchange=settings.exchange, files_dir=settings.files_dir
+            source=settings.source,
+            exchange=settings.exchange,
+            files_dir=settings.files_dir,
+            # may hold proxy credentials: the variable goes into the run snapshot, not its value
+            ccxt_options=dg.EnvVar(CCXT_OPTIONS_ENV) if settings.ccxt_options else None,
         ),
+        "pipeline": PipelineConfig.from_settings(settings),
         # The variable, not its value: run snapshots keep resource config, and the URL holds a token.
         # Only when set, because an EnvVar of an unset variable fails resource initialization.
         "alerts": AlertResource(storage=storage, webhook_url=dg.EnvVar(WEBHOOK_ENV) if settings.alert_webhook else None),

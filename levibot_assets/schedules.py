@@ -15,7 +15,7 @@ import datetime as dt
 import dagster as dg
 
 from levibot_assets.partitions import PARTITIONS, partition_key, range_tags
-from levibot_assets.settings import get_settings
+from levibot_assets.resources.pipeline import PipelineConfig
 
 SYMBOL_TAG = "levibot/symbol"
 RAW, FEATURES = dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")
@@ -68,11 +68,11 @@ def nightly_requests(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="03:00 UTC: yesterday's partition of every symbol, after any missing training-window days.",
 )
-def nightly_schedule(context: dg.ScheduleEvaluationContext):
+def nightly_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineConfig):
     date = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
     if date.isoformat() not in PARTITIONS.get_partitions_def_for_dimension("date").get_partition_keys(
         current_time=context.scheduled_execution_time
     ):
         return dg.SkipReason(f"{date} is not a date partition (before LEVIBOT_START_DATE?)")
     materialized = {key: {str(k) for k in context.instance.get_materialized_partitions(key)} for key in (RAW, FEATURES)}
-    return nightly_requests(date, get_settings().train_days, materialized)
+    return nightly_requests(date, pipeline.train_days, materialized)

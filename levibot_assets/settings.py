@@ -1,6 +1,10 @@
 """Every knob of the pipeline in one typed place, read from environment variables.
 
-The README's table of environment variables documents exactly the fields below.
+The README's table of environment variables documents exactly the fields below. Settings is a
+pydantic-settings model: each field names its variable (validation_alias), pydantic parses and
+bounds it, and `Settings.from_env` turns a ValidationError into one SettingsError line that names
+the variable, so a bad value stops the CLI or the code location with a message a person can act on.
+`Settings(...)` with keyword arguments reads no environment (tests and tools build their own).
 """
 from __future__ import annotations
 
@@ -8,15 +12,18 @@ import datetime as dt
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
+from typing import Annotated, Any, Literal, Mapping, Optional, get_args
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+
+from levibot_assets.core.metrics import METRICS
 
 SOURCES = ("synthetic", "ccxt", "files")
 # Runs assumed to share the machine when the Dagster instance config does not say (both shipped
 # dagster.yaml files allow 4: concurrency.runs.max_concurrent_runs).
 DEFAULT_CONCURRENT_RUNS = 4
-SELECT_METRICS = ("auc", "accuracy", "log_loss", "brier", "sharpe")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
@@ -108,118 +115,147 @@ def validate_symbol(symbol: str) -> str:
     return symbol
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: str = "./data"
-    start_date: dt.date = dt.date(2025, 10, 1)
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-    source: str = "synthetic"
-    exchange: str = "binance"
-    exchange_api_key: str | None = field(default=None, repr=False)
-    exchange_secret: str | None = field(default=None, repr=False)
-    ccxt_options: dict = field(default_factory=dict, repr=False, hash=False)
-    files_dir: str | None = None
-    label_horizon: int = 15
-    train_days: int = 14
-    optuna_trials: int = 32
-    optuna_storage: str | None = field(default=None, repr=False)
-    tft_max_minutes: float = 5.0
-    fee_bps: float = 10.0
-    select_metric: str = "auc"
-    promote_margin: float = 0.0
-    psi_warn: float = 0.25
-    alert_webhook: str | None = field(default=None, repr=False)
+class _MappingEnv(EnvSettingsSource):
+    """pydantic-settings' environment source over the mapping given to from_env (os.environ by
+    default), so tests can pass their own. Values are stripped and blank ones dropped: a variable set
+    to spaces means unset, as the README documents."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str]:
+        return {name: value.strip() for name, value in self._env.items() if value.strip()}
+
+
+def _var(name: str, default: Any = None, **constraints) -> Any:
+    """A field read from the environment variable `name` (the README's table lists them)."""
+    return Field(default, validation_alias=name, **constraints)
+
+
+def _secret(name: str) -> Any:
+    """Like _var, kept out of repr: logs and tracebacks print settings."""
+    return Field(None, validation_alias=name, repr=False)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, populate_by_name=True)
+
+    data_dir: str = _var("LEVIBOT_DATA_DIR", "./data")
+    start_date: dt.date = _var("LEVIBOT_START_DATE", dt.date(2025, 10, 1))
+    symbols: Annotated[tuple[str, ...], NoDecode] = _var("LEVIBOT_SYMBOLS", ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    source: Literal[SOURCES] = _var("LEVIBOT_SOURCE", "synthetic")
+    exchange: str = _var("LEVIBOT_EXCHANGE", "binance")
+    exchange_api_key: Optional[str] = _secret("LEVIBOT_EXCHANGE_API_KEY")
+    exchange_secret: Optional[str] = _secret("LEVIBOT_EXCHANGE_SECRET")
+    ccxt_options: Annotated[dict, NoDecode] = Field(default_factory=dict, validation_alias="LEVIBOT_CCXT_OPTIONS", repr=False)
+    files_dir: Optional[str] = _var("LEVIBOT_FILES_DIR")
+    label_horizon: int = _var("LEVIBOT_LABEL_HORIZON", 15, ge=1, le=240)
+    train_days: int = _var("LEVIBOT_TRAIN_DAYS", 14, ge=2, le=365)
+    optuna_trials: int = _var("LEVIBOT_OPTUNA_TRIALS", 32, ge=1, le=10_000)
+    optuna_storage: Optional[str] = _secret("LEVIBOT_OPTUNA_STORAGE")
+    tft_max_minutes: float = _var("LEVIBOT_TFT_MAX_MINUTES", 5.0, ge=0.05, le=24 * 60)
+    fee_bps: float = _var("LEVIBOT_FEE_BPS", 10.0, ge=0.0, le=1000.0)
+    select_metric: Literal[tuple(METRICS)] = _var("LEVIBOT_SELECT_METRIC", "auc")
+    promote_margin: float = _var("LEVIBOT_PROMOTE_MARGIN", 0.0, ge=-1.0, le=1.0)
+    psi_warn: float = _var("LEVIBOT_PSI_WARN", 0.25, ge=0.0, le=100.0)
+    alert_webhook: Optional[str] = _secret("LEVIBOT_ALERT_WEBHOOK")
     # OpenMP/BLAS/torch threads of one run; default derived from the machine (see default_threads)
-    threads: int = field(default_factory=default_threads)
+    threads: int = Field(default_factory=default_threads, validation_alias="LEVIBOT_THREADS", ge=1, le=256)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        """Keyword arguments only: the environment is read by from_env, from the mapping it is given."""
+        return (init_settings,)
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"LEVIBOT_START_DATE={value!r} is not a YYYY-MM-DD date") from None
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _not_in_future(cls, value: dt.date) -> dt.date:
+        today = dt.datetime.now(dt.timezone.utc).date()
+        if value > today:  # no partition would exist: every run and backfill would find nothing to do
+            raise ValueError(f"LEVIBOT_START_DATE={value.isoformat()!r} is after today ({today}, UTC)")
+        return value
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbol_list(cls, value: Any) -> Any:
+        raw = value if isinstance(value, str) else ",".join(value)
+        symbols = tuple(s.strip() for s in raw.split(","))
+        for s in symbols:
+            try:
+                validate_symbol(s)
+            except SettingsError as exc:
+                raise ValueError(f"LEVIBOT_SYMBOLS: {exc}") from None
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"LEVIBOT_SYMBOLS={raw!r} lists a symbol twice")
+        return symbols
+
+    @field_validator("source", "exchange", "select_metric", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("ccxt_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"LEVIBOT_CCXT_OPTIONS is not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"LEVIBOT_CCXT_OPTIONS must be a JSON object, not {type(value).__name__}")
+        return value
+
+    @model_validator(mode="after")
+    def _files_need_a_directory(self) -> "Settings":
+        if self.source == "files" and not self.files_dir:
+            raise ValueError("LEVIBOT_SOURCE=files needs LEVIBOT_FILES_DIR (a directory of kline dumps)")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings the LEVIBOT_* variables of `env` (default os.environ) give; SettingsError when
+        a value is unusable, its one-line message naming the variable."""
         env = os.environ if env is None else env
-        d = cls()
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value.strip() if value is not None and value.strip() != "" else None
-
-        def number(name: str, default, kind, minimum=None, maximum=None):
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-                raise SettingsError(f"{name}={raw!r} must be within [{minimum}, {maximum}]")
-            return value
-
-        start_raw = get("LEVIBOT_START_DATE")
-        try:
-            start_date = dt.date.fromisoformat(start_raw) if start_raw else d.start_date
-        except ValueError:
-            raise SettingsError(f"LEVIBOT_START_DATE={start_raw!r} is not a YYYY-MM-DD date") from None
-        today = dt.datetime.now(dt.timezone.utc).date()
-        if start_date > today:  # no partition would exist: every run and backfill would find nothing to do
-            raise SettingsError(f"LEVIBOT_START_DATE={start_raw!r} is after today ({today}, UTC)")
-
-        symbols_raw = get("LEVIBOT_SYMBOLS")
-        if symbols_raw is None and "LEVIBOT_SYMBOLS" in env:  # an empty value must not quietly mean the defaults
+        if "LEVIBOT_SYMBOLS" in env and not env["LEVIBOT_SYMBOLS"].strip():  # must not quietly mean the defaults
             raise SettingsError("LEVIBOT_SYMBOLS is set but empty: list symbols such as BTCUSDT,ETHUSDT or unset it")
-        if symbols_raw is None:
-            symbols = d.symbols
-        else:
-            symbols = tuple(s.strip() for s in symbols_raw.split(","))
-            for s in symbols:
-                try:
-                    validate_symbol(s)
-                except SettingsError as exc:
-                    raise SettingsError(f"LEVIBOT_SYMBOLS: {exc}") from None
-            if len(set(symbols)) != len(symbols):
-                raise SettingsError(f"LEVIBOT_SYMBOLS={symbols_raw!r} lists a symbol twice")
-
-        source = (get("LEVIBOT_SOURCE") or d.source).lower()
-        if source not in SOURCES:
-            raise SettingsError(f"LEVIBOT_SOURCE={source!r} must be one of {', '.join(SOURCES)}")
-        files_dir = get("LEVIBOT_FILES_DIR")
-        if source == "files" and not files_dir:
-            raise SettingsError("LEVIBOT_SOURCE=files needs LEVIBOT_FILES_DIR (a directory of kline dumps)")
-
-        ccxt_raw = get("LEVIBOT_CCXT_OPTIONS")
+        values = _MappingEnv(cls, env)()
+        values.setdefault("LEVIBOT_THREADS", default_threads(env))  # derived from this env's DAGSTER_HOME
         try:
-            ccxt_options = json.loads(ccxt_raw) if ccxt_raw else {}
-        except ValueError as exc:
-            raise SettingsError(f"LEVIBOT_CCXT_OPTIONS is not valid JSON ({exc})") from None
-        if not isinstance(ccxt_options, dict):
-            raise SettingsError(f"LEVIBOT_CCXT_OPTIONS must be a JSON object, not {type(ccxt_options).__name__}")
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(cls, exc)) from None
 
-        select_metric = (get("LEVIBOT_SELECT_METRIC") or d.select_metric).lower()
-        if select_metric not in SELECT_METRICS:
-            raise SettingsError(
-                f"LEVIBOT_SELECT_METRIC={select_metric!r} must be one of {', '.join(SELECT_METRICS)}"
-            )
 
-        return cls(
-            data_dir=get("LEVIBOT_DATA_DIR") or d.data_dir,
-            start_date=start_date,
-            symbols=symbols,
-            source=source,
-            exchange=(get("LEVIBOT_EXCHANGE") or d.exchange).lower(),
-            exchange_api_key=get("LEVIBOT_EXCHANGE_API_KEY"),
-            exchange_secret=get("LEVIBOT_EXCHANGE_SECRET"),
-            ccxt_options=ccxt_options,
-            files_dir=files_dir,
-            label_horizon=number("LEVIBOT_LABEL_HORIZON", d.label_horizon, int, 1, 240),
-            train_days=number("LEVIBOT_TRAIN_DAYS", d.train_days, int, 2, 365),
-            optuna_trials=number("LEVIBOT_OPTUNA_TRIALS", d.optuna_trials, int, 1, 10_000),
-            optuna_storage=get("LEVIBOT_OPTUNA_STORAGE"),
-            tft_max_minutes=number("LEVIBOT_TFT_MAX_MINUTES", d.tft_max_minutes, float, 0.05, 24 * 60),
-            fee_bps=number("LEVIBOT_FEE_BPS", d.fee_bps, float, 0.0, 1000.0),
-            select_metric=select_metric,
-            promote_margin=number("LEVIBOT_PROMOTE_MARGIN", d.promote_margin, float, -1.0, 1.0),
-            psi_warn=number("LEVIBOT_PSI_WARN", d.psi_warn, float, 0.0, 100.0),
-            alert_webhook=get("LEVIBOT_ALERT_WEBHOOK"),
-            threads=number("LEVIBOT_THREADS", None, int, 1, 256) or default_threads(env),
-        )
+def _one_line(cls: type[Settings], exc: ValidationError) -> str:
+    """The first error of `exc` as one line naming the variable: the validators' own messages, or
+    pydantic's parse and bound errors in the wording the README shows."""
+    error = exc.errors()[0]
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    name = str(error["loc"][0]) if error["loc"] else ""
+    field_name = next((f for f, info in cls.model_fields.items() if info.validation_alias == name), name)
+    raw = error["input"]
+    if error["type"] in ("int_parsing", "int_from_float", "float_parsing"):
+        kind = "int" if error["type"].startswith("int") else "float"
+        return f"{name}={raw!r} is not a valid {kind}"
+    if error["type"] in ("greater_than_equal", "less_than_equal"):
+        bounds = {type(m).__name__: m for m in cls.model_fields[field_name].metadata}
+        return f"{name}={raw!r} must be within [{bounds['Ge'].ge}, {bounds['Le'].le}]"
+    if error["type"] == "literal_error":
+        return f"{name}={raw!r} must be one of {', '.join(get_args(cls.model_fields[field_name].annotation))}"
+    return f"{name}={raw!r}: {error['msg']}"
 
 
 @lru_cache(maxsize=1)

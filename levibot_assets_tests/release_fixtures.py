@@ -139,7 +139,8 @@ def materialize_best_release(storage):
 
     from levibot_assets.assets.release import best_release
     from levibot_assets.partitions import partition_key
+    from levibot_assets.resources.pipeline import PipelineConfig
 
     with dg.instance_for_test() as instance:
         return dg.materialize([best_release], partition_key=partition_key(TEST_DATE, SYMBOL),
-                              resources={"storage": storage}, instance=instance)
+                              resources={"storage": storage, "pipeline": PipelineConfig()}, instance=instance)

@@ -14,10 +14,10 @@ from levibot_assets.core.features import compute_features, training_rows
 from levibot_assets.core.lgbm import MODEL_FILE, LgbmClassifier, train_lgbm, tune
 from levibot_assets.core.metrics import roc_auc
 from levibot_assets.core.sources.synthetic import synthetic_day
-from levibot_assets.settings import Settings
 
 FIRST = dt.date(2023, 4, 1)
-SETTINGS = Settings(optuna_trials=3, threads=1)
+HORIZON, TRIALS = 15, 3
+LGBM = {"horizon": HORIZON, "threads": 1}  # train_lgbm/tune arguments besides the trials
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def window() -> dict[str, pd.DataFrame]:
     days = [FIRST + dt.timedelta(days=i) for i in range(-1, 14)]
     bars = {d: synthetic_day("ETHUSDT", d) for d in days}
     return {
-        d.isoformat(): compute_features(pd.concat([bars[d - dt.timedelta(days=1)], bars[d]]), d, SETTINGS.label_horizon)
+        d.isoformat(): compute_features(pd.concat([bars[d - dt.timedelta(days=1)], bars[d]]), d, HORIZON)
         for d in days[1:]
     }
 
@@ -36,10 +36,10 @@ def _first_days(window, n):
 
 
 def test_model_file_is_byte_identical_across_runs(window, tmp_path):
-    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), SETTINGS.label_horizon)
+    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), HORIZON)
     lines = []
-    first = train_lgbm(data.train, SETTINGS, progress=lines.append)
-    second = train_lgbm(data.train, SETTINGS)
+    first = train_lgbm(data.train, n_trials=TRIALS, **LGBM, progress=lines.append)
+    second = train_lgbm(data.train, n_trials=TRIALS, **LGBM)
     (path_a,) = first.model.save(tmp_path / "a")
     (path_b,) = second.model.save(tmp_path / "b")
     assert path_a.name == MODEL_FILE
@@ -47,9 +47,9 @@ def test_model_file_is_byte_identical_across_runs(window, tmp_path):
     assert path_a.read_text().startswith("tree")  # LightGBM's native text format, not a pickle
     reloaded = LgbmClassifier.load(tmp_path / "a")
     np.testing.assert_array_equal(reloaded.predict_proba(data.test), first.model.predict_proba(data.test))
-    assert len(lines) == SETTINGS.optuna_trials  # one progress line per trial
+    assert len(lines) == TRIALS  # one progress line per trial
     assert all("optuna trial" in line and "best so far" in line for line in lines)
-    assert first.facts()["trials"] == SETTINGS.optuna_trials
+    assert first.facts()["trials"] == TRIALS
 
 
 def test_leakage_canary_shuffled_labels_score_chance_out_of_sample(window):
@@ -59,32 +59,32 @@ def test_leakage_canary_shuffled_labels_score_chance_out_of_sample(window):
     ~1,000 independent ones (AUC standard error ~0.015 per model): the mean over three
     shuffles keeps the 0.05 margin wide and the test stable.
     """
-    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), SETTINGS.label_horizon)
+    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), HORIZON)
     test = pd.concat([training_rows(frame) for day, frame in window.items() if day >= "2023-04-05"], ignore_index=True)
     assert len(test) > 12_000
     aucs = []
     for seed in range(3):
         shuffled = data.train.assign(label=np.random.default_rng(seed).permutation(data.train["label"].to_numpy()))
-        model = train_lgbm(shuffled, SETTINGS).model
+        model = train_lgbm(shuffled, n_trials=TRIALS, **LGBM).model
         aucs.append(roc_auc(test["label"].to_numpy(), model.predict_proba(test)))
     assert abs(np.mean(aucs) - 0.5) < 0.05, aucs
 
 
 def test_shared_study_collects_trials_from_several_callers(window, tmp_path):
     """Two tune() calls on one RDB study stop together at n_trials (sqlite here; PostgreSQL in production)."""
-    train = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon).train
+    train = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), HORIZON).train
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    first = tune(train, SETTINGS, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=2)
-    second = tune(train, SETTINGS, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=3)
+    first = tune(train, **LGBM, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=2)
+    second = tune(train, **LGBM, storage=storage, study_name="lgbm-2023-04-03-ETHUSDT", n_trials=3)
     assert first.n_trials == 2 and second.n_trials == 3
     assert second.best_value <= first.best_value
     assert second.best_params == second.study.best_params
     with pytest.raises(ValueError, match="study_name"):
-        tune(train, SETTINGS, storage=storage)
+        tune(train, **LGBM, n_trials=2, storage=storage)
 
 
 def test_bad_windows_are_refused_with_clear_errors(window):
-    horizon = SETTINGS.label_horizon
+    horizon = HORIZON
     test_date = FIRST + dt.timedelta(days=2)
     three = _first_days(window, 3)
     with pytest.raises(DatasetError, match="test day 2023-04-04 is missing"):
@@ -110,7 +110,7 @@ from levibot_assets.core.lgbm import FeatureInputError, fit_lgbm, thread_limits 
 
 
 def test_predictions_use_the_model_threads_not_every_core(window, monkeypatch):
-    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon)
+    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), HORIZON)
     model = fit_lgbm(data.train, {"num_boost_round": 5, "num_leaves": 7}, threads=1)
     assert model.threads == 1
     seen = []
@@ -121,7 +121,7 @@ def test_predictions_use_the_model_threads_not_every_core(window, monkeypatch):
 
 
 def test_one_row_equals_batch_for_nan_rows_too(window):
-    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), SETTINGS.label_horizon)
+    data = split_window(_first_days(window, 3), FIRST + dt.timedelta(days=2), HORIZON)
     model = fit_lgbm(data.train, {"num_boost_round": 30, "num_leaves": 15}, threads=1)
     rows = data.test.iloc[:300][FEATURE_COLUMNS].to_numpy(dtype="float64").copy()
     rows[::7, 2] = np.nan

@@ -116,7 +116,7 @@ def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypa
     recorder = RecordedBinance(exchange, rows, failures=[ccxt.NetworkError("connection reset")])
     delays = []
     client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append, rand=lambda: 0.0)  # no jitter
-    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id: client)
+    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
     settings = levibot_env(source="ccxt")
     with dg.instance_for_test() as instance:
         result = _materialize(settings, partition_key(DAY, "BTCUSDT"), instance, selection=[raw_ohlcv])

@@ -5,9 +5,8 @@ import pytest
 from sklearn import metrics as sk
 
 from levibot_assets.core import metrics
-from levibot_assets.core.evaluation import EvaluationError, evaluate_models
+from levibot_assets.core.evaluation import EvaluationError, Scoring, evaluate_models
 from levibot_assets.core.features import FEATURE_COLUMNS, FEATURE_FRAME_COLUMNS
-from levibot_assets.settings import Settings
 
 START = pd.Timestamp("2023-04-10", tz="UTC")
 
@@ -92,7 +91,7 @@ def test_evaluation_scores_every_model_and_baseline_on_the_same_rows():
     informed = np.clip(0.5 + 0.3 * (test["label"].to_numpy() - 0.5), 0, 1)
     partial = informed.copy()
     partial[:20] = np.nan  # a model without context for the first rows
-    evaluation = evaluate_models(test, {"good": informed, "partial": partial}, train, Settings())
+    evaluation = evaluate_models(test, {"good": informed, "partial": partial}, train, Scoring(horizon=15, fee_bps=10.0))
     assert evaluation.models == ["good", "partial"]
     assert evaluation.baselines == ["majority", "last_return_sign", "logistic"]
     assert evaluation.facts["n_test_rows"] == 580 and evaluation.facts["n_test_rows_dropped"] == 20
@@ -111,7 +110,7 @@ def test_evaluation_scores_every_model_and_baseline_on_the_same_rows():
 def test_evaluation_refuses_mismatched_or_one_class_rows():
     train, test = _rows(3000, 1), _rows(200, 2)
     with pytest.raises(EvaluationError, match="200 test rows"):
-        evaluate_models(test, {"m": np.full(10, 0.5)}, train, Settings())
+        evaluate_models(test, {"m": np.full(10, 0.5)}, train, Scoring(horizon=15, fee_bps=10.0))
     one_class = test.assign(label=1.0)
     with pytest.raises(EvaluationError, match="single class"):
-        evaluate_models(one_class, {"m": np.full(200, 0.5)}, train, Settings())
+        evaluate_models(one_class, {"m": np.full(200, 0.5)}, train, Scoring(horizon=15, fee_bps=10.0))

@@ -21,7 +21,6 @@ from levibot_assets.core.dataset import split_window
 from levibot_assets.core.features import compute_features
 from levibot_assets.core.lgbm import fit_lgbm, train_lgbm, tune
 from levibot_assets.core.sources.synthetic import synthetic_day
-from levibot_assets.settings import Settings
 from levibot_assets_tests.postgres import postgres_server  # noqa: F401  (fixture)
 
 TEST_DATE = dt.date(2025, 10, 13)
@@ -29,7 +28,7 @@ SYMBOL = "BTCUSDT"
 STUDY = f"lgbm-{TEST_DATE}-{SYMBOL}"
 TOTAL_TRIALS = 6
 WORKERS = 2
-SETTINGS = Settings(threads=1, optuna_trials=TOTAL_TRIALS)
+HORIZON, THREADS = 15, 1
 WORKER_TIMEOUT_S = 240
 
 
@@ -38,17 +37,17 @@ def _train_rows() -> pd.DataFrame:
     days = [TEST_DATE - dt.timedelta(days=i) for i in (3, 2, 1, 0)]
     bars = {d: synthetic_day(SYMBOL, d) for d in days}
     window = {
-        d.isoformat(): compute_features(pd.concat([bars[d - dt.timedelta(days=1)], bars[d]]), d, SETTINGS.label_horizon)
+        d.isoformat(): compute_features(pd.concat([bars[d - dt.timedelta(days=1)], bars[d]]), d, HORIZON)
         for d in days[1:]
     }
-    return split_window(window, TEST_DATE, SETTINGS.label_horizon).train
+    return split_window(window, TEST_DATE, HORIZON).train
 
 
 def _tune_worker(train: pd.DataFrame, storage: str, barrier, results) -> None:
     """One run worker: wait for the other, then tune the shared study; report the trials it ran."""
     ran: list[str] = []  # tune calls progress once per trial finished by THIS process
     barrier.wait(timeout=WORKER_TIMEOUT_S)
-    tune(train, SETTINGS, storage=storage, study_name=STUDY, n_trials=TOTAL_TRIALS, progress=ran.append)
+    tune(train, horizon=HORIZON, threads=THREADS, storage=storage, study_name=STUDY, n_trials=TOTAL_TRIALS, progress=ran.append)
     results.put((os.getpid(), len(ran)))
 
 
@@ -84,11 +83,11 @@ def test_two_processes_share_one_study_and_the_refit_takes_its_best_trial(postgr
     assert all(count >= 1 for count in reports.values()), f"each worker ran trials of the one study: {reports}"
     assert len(finished) == sum(reports.values()) >= TOTAL_TRIALS  # one study holds the trials of both
 
-    refit = train_lgbm(train, Settings(threads=1, optuna_trials=TOTAL_TRIALS, optuna_storage=storage), study_name=STUDY)
+    refit = train_lgbm(train, horizon=HORIZON, n_trials=TOTAL_TRIALS, threads=THREADS, storage=storage, study_name=STUDY)
     assert len(optuna.load_study(study_name=STUDY, storage=storage).trials) == len(study.trials), "no extra trial"
     assert refit.tuning.n_trials == len(finished)
     best = study.best_trial
     assert refit.tuning.best_params == best.params
     assert refit.tuning.best_value == pytest.approx(best.value)
-    expected = fit_lgbm(train, best.params, SETTINGS.threads)
+    expected = fit_lgbm(train, best.params, THREADS)
     assert refit.model.booster.model_to_string() == expected.booster.model_to_string()

@@ -22,7 +22,7 @@ from levibot_assets.assets.release import best_release
 from levibot_assets.cli import main
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.baselines import LOGISTIC_C_GRID, LOGISTIC_FILE, LogisticClassifier, fit_logistic
-from levibot_assets.core.evaluation import evaluate_models
+from levibot_assets.core.evaluation import Scoring, evaluate_models
 from levibot_assets.core.features import FEATURE_COLUMNS
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import roc_auc
@@ -39,12 +39,12 @@ from levibot_assets.core.release.decision import decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_date, load_decision, publish
 from levibot_assets.core.release.store import ReleaseError, load_release, sha256_file, verify_release
 from levibot_assets.partitions import partition_key
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import load_current
-from levibot_assets.settings import Settings
 from levibot_assets_tests import release_fixtures as rf
 
-SETTINGS = Settings()
+SCORING = Scoring(horizon=15, fee_bps=10.0)  # the default label horizon and fee
 D1, D2 = dt.date(2025, 10, 3), rf.TEST_DATE  # 2025-10-03, 2025-10-04
 
 
@@ -99,7 +99,7 @@ def test_logistic_release_is_json_hashed_and_loaded_by_the_serving_loader(tmp_pa
 
 def test_a_baseline_that_is_a_candidate_is_not_a_baseline_of_the_rule(data, logistic):
     lgbm = rf.lgbm(data)
-    evaluation, _ = evaluate_with_champion(data, {"lgbm": lgbm, "logistic": logistic}, None, SETTINGS)
+    evaluation, _ = evaluate_with_champion(data, {"lgbm": lgbm, "logistic": logistic}, None, SCORING)
     assert evaluation.models == ["lgbm", "logistic"]
     assert evaluation.baselines == ["majority", "last_return_sign"]
     trained = {"lgbm": TrainedModel(lgbm, {}), "logistic": TrainedModel(logistic, {"params": logistic.params()})}
@@ -107,7 +107,7 @@ def test_a_baseline_that_is_a_candidate_is_not_a_baseline_of_the_rule(data, logi
     assert decision.scores["best_baseline_name"] in ("majority", "last_return_sign")
     assert decision.scores["best_baseline"] == max(evaluation.scores[b]["auc"] for b in ("majority", "last_return_sign"))
     # where logistic is not a candidate (the model assets), it is still shown as a baseline, fitted the same way
-    alone = evaluate_models(data.test, {"lgbm": lgbm.predict_proba(data.test)}, data.train, SETTINGS)
+    alone = evaluate_models(data.test, {"lgbm": lgbm.predict_proba(data.test)}, data.train, SCORING)
     assert alone.baselines == ["majority", "last_return_sign", "logistic"]
     assert alone.scores["logistic"]["auc"] == evaluation.scores["logistic"]["auc"]
 
@@ -119,7 +119,7 @@ def test_every_score_is_recomputed_from_the_stored_predictions(tmp_path, data):
     informed = rf.SkillClassifier(1.0).predict_proba(data.test)
     partial = rf.SkillClassifier(0.5, seed=3).predict_proba(data.test)
     partial[:40] = np.nan  # a model short of context: those rows are scored by nobody
-    evaluation = evaluate_models(data.test, {"a": informed, "b": partial}, data.train, SETTINGS)
+    evaluation = evaluate_models(data.test, {"a": informed, "b": partial}, data.train, SCORING)
     frame = predictions_frame(evaluation)
     layout = DataLayout(tmp_path)
     path = write_predictions(layout, rf.TEST_DATE, rf.SYMBOL, frame)
@@ -177,7 +177,7 @@ def test_live_score_counts_only_days_with_an_earlier_release_in_service(tmp_path
 
 def _materialize(storage: StorageResource, date: dt.date, instance) -> dict:
     result = dg.materialize([best_release], partition_key=partition_key(date, rf.SYMBOL),
-                            resources={"storage": storage}, instance=instance)
+                            resources={"storage": storage, "pipeline": PipelineConfig()}, instance=instance)
     assert result.success
     return result.asset_materializations_for_node("best_release")[0].metadata
 

@@ -22,6 +22,7 @@ from levibot_assets.assets.models import lgbm_model, tft_model
 from levibot_assets.assets.release import best_release
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.dataset import align_to_rows
+from levibot_assets.core.evaluation import Scoring
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
 from levibot_assets.core.model_api import MODEL_CLASSES
@@ -47,13 +48,13 @@ from levibot_assets.core.release.store import (
 from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
 from levibot_assets.partitions import partition_key
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
-from levibot_assets.settings import Settings
 from levibot_assets_tests import release_fixtures as rf
 from levibot_assets_tests.conftest import REPO_ROOT
 
 D0, D1, D2 = dt.date(2025, 10, 2), dt.date(2025, 10, 3), dt.date(2025, 10, 4)
-SETTINGS = Settings()
+SCORING = Scoring(horizon=15, fee_bps=10.0)  # the default label horizon and fee
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def skill(monkeypatch):
 def _decide(candidates: dict, champion_model=None, champion_date="2025-10-03", metric="auc", margin=0.0, layout=None):
     """decide() on the test split; with `layout`, the champion carries the id of the release in service."""
     data = rf.split()
-    evaluation, error = evaluate_with_champion(data, candidates, champion_model, SETTINGS)
+    evaluation, error = evaluate_with_champion(data, candidates, champion_model, SCORING)
     champion = None
     if champion_model is not None:
         champion_id = in_service_id(layout, rf.SYMBOL) if layout else f"{champion_date}@test"
@@ -383,12 +384,12 @@ def test_best_release_asset_publishes_the_decision_it_records(tmp_path, monkeypa
     publish(layout, rf.released_decision(D1, rf.SYMBOL, rf.lgbm()))
     ok = rollback_job.execute_in_process(
         run_config={"ops": {"rollback_release": {"config": {"symbol": rf.SYMBOL, "to": rf.TEST_DATE.isoformat()}}}},
-        resources={"storage": storage},
+        resources={"storage": storage, "pipeline": PipelineConfig()},
     )
     assert ok.success and current_release_date(layout, rf.SYMBOL) == rf.TEST_DATE.isoformat()
     failed = rollback_job.execute_in_process(
         run_config={"ops": {"rollback_release": {"config": {"symbol": rf.SYMBOL, "to": "2020-01-01"}}}},
-        resources={"storage": storage}, raise_on_error=False,
+        resources={"storage": storage, "pipeline": PipelineConfig()}, raise_on_error=False,
     )
     assert not failed.success
 

@@ -11,6 +11,7 @@ from levibot_assets.settings import get_settings
 TICK = dt.datetime(2025, 10, 14, 3, 0, tzinfo=dt.timezone.utc)
 SYMBOLS = get_settings().symbols
 TRAIN_DAYS = get_settings().train_days
+PIPELINE = {"pipeline": build_resources()["pipeline"]}  # the schedule reads train_days from it
 
 
 def _report_materialized(instance, asset: str, dates, symbols=SYMBOLS):
@@ -23,7 +24,9 @@ def _report_materialized(instance, asset: str, dates, symbols=SYMBOLS):
 
 def _evaluate(instance):
     return nightly_schedule.evaluate_tick(
-        dg.build_schedule_context(instance=instance, scheduled_execution_time=TICK, repository_def=defs.get_repository_def())
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=TICK, repository_def=defs.get_repository_def(), resources=PIPELINE
+        )
     )
 
 
@@ -80,6 +83,7 @@ def test_no_run_before_the_first_partition():
                 instance=instance,
                 scheduled_execution_time=dt.datetime(2023, 3, 1, 3, tzinfo=dt.timezone.utc),
                 repository_def=defs.get_repository_def(),
+                resources=PIPELINE,
             )
         )
     assert not result.run_requests and "not a date partition" in result.skip_message

@@ -12,7 +12,6 @@ from levibot_assets.core.release.deploy import publish, rollback
 from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.core.tft import TftConfig, train_tft
 from levibot_assets.serving import NoRelease, load_current
-from levibot_assets.settings import Settings
 from levibot_assets_tests import release_fixtures as rf
 
 D0, D1, D2 = "2025-10-01", "2025-10-02", "2025-10-03"
@@ -117,7 +116,7 @@ def test_a_tft_release_round_trips_through_the_verified_loader(tmp_path):
     data = rf.split()
     tiny = TftConfig(max_epochs=1, batch_size=64, batches_per_epoch=2, validation_stride=4, hidden_size=8,
                      attention_head_size=1, hidden_continuous_size=4)
-    model = train_tft(data.history, Settings(threads=1), config=tiny)
+    model = train_tft(data.history, horizon=15, max_minutes=5.0, threads=1, config=tiny)
     layout = DataLayout(tmp_path / "data")
     publish(layout, rf.released_decision(D0, rf.SYMBOL, model))
     assert os.readlink(layout.best_link("tft", ".ckpt")) == f"releases/{D0}/{rf.SYMBOL}/tft.ckpt"

@@ -12,18 +12,18 @@ import pytest
 from levibot_assets.core.features import LABEL_COLUMN, compute_features
 from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.core.tft import ENCODER_LENGTH, TftClassifier, TftConfig, TftTrainingError, train_tft
-from levibot_assets.settings import Settings
 
 SYMBOL = "BTCUSDT"
 FIRST = dt.date(2025, 10, 10)
-SETTINGS = Settings(threads=1, label_horizon=15)
+HORIZON = 15
+TFT = {"horizon": HORIZON, "threads": 1, "max_minutes": 5.0}  # train_tft arguments
 TINY = TftConfig(max_epochs=2, batch_size=64, batches_per_epoch=3, validation_stride=4, hidden_size=8,
                  attention_head_size=1, hidden_continuous_size=4)
 
 
 def _features(date: dt.date) -> pd.DataFrame:
     bars = pd.concat([synthetic_day(SYMBOL, date - dt.timedelta(days=1)), synthetic_day(SYMBOL, date)], ignore_index=True)
-    return compute_features(bars, date, SETTINGS.label_horizon)
+    return compute_features(bars, date, HORIZON)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def trained(train_frame, tmp_path_factory):
     before = os.getcwd()
     os.chdir(workdir)
     try:
-        model = train_tft(train_frame, SETTINGS, progress=lines.append, seed=0, config=TINY)
+        model = train_tft(train_frame, **TFT, progress=lines.append, seed=0, config=TINY)
     finally:
         os.chdir(before)
     return model, lines, workdir
@@ -95,33 +95,33 @@ def test_checkpoint_round_trip_predicts_the_same(trained, unseen, tmp_path):
 
 
 def test_tiny_time_budget_stops_training(train_frame):
-    model = train_tft(train_frame, SETTINGS, max_minutes=1e-4, config=TINY)
+    model = train_tft(train_frame, **{**TFT, "max_minutes": 1e-4}, config=TINY)
     assert model.training["stop_reason"] == "time_budget"
     assert model.training["epochs"] < TINY.max_epochs
 
 
 def test_too_few_rows_is_refused(train_frame):
     with pytest.raises(TftTrainingError, match="too few"):
-        train_tft(train_frame.iloc[:300], SETTINGS, config=TINY)
+        train_tft(train_frame.iloc[:300], **TFT, config=TINY)
 
 
 def test_a_single_class_is_refused(train_frame):
     frame = train_frame.copy()
     frame[LABEL_COLUMN] = frame[LABEL_COLUMN].where(frame[LABEL_COLUMN].isna(), 1.0)
     with pytest.raises(TftTrainingError, match="single class"):
-        train_tft(frame, SETTINGS, config=TINY)
+        train_tft(frame, **TFT, config=TINY)
 
 
 def test_nan_labels_marked_available_are_refused(train_frame):
     frame = train_frame.copy()
     frame.loc[100, LABEL_COLUMN] = np.nan
     with pytest.raises(TftTrainingError, match="NaN label"):
-        train_tft(frame, SETTINGS, config=TINY)
+        train_tft(frame, **TFT, config=TINY)
 
 
 def test_missing_columns_are_refused(train_frame):
     with pytest.raises(TftTrainingError, match="rsi_14"):
-        train_tft(train_frame.drop(columns=["rsi_14"]), SETTINGS, config=TINY)
+        train_tft(train_frame.drop(columns=["rsi_14"]), **TFT, config=TINY)
 
 
 @pytest.mark.slow

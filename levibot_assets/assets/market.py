@@ -20,6 +20,7 @@ from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_ch
 from levibot_assets.core.features import FEATURE_SET_VERSION, LABEL_COLUMN, compute_features, contract_version, training_rows
 from levibot_assets.core.tables import read_table, write_table
 from levibot_assets.resources.market_data import MarketDataResource
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import get_settings
 
@@ -90,9 +91,9 @@ def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource
     check_specs=FEATURES_CHECKS,
     code_version=contract_version(get_settings().label_horizon),
 )
-def features(context: dg.AssetExecutionContext, storage: StorageResource):
+def features(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
     """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
-    horizon = get_settings().label_horizon
+    horizon = pipeline.label_horizon
     layout = storage.layout
 
     def compute(date: dt.date, symbol: str) -> PartitionResult:

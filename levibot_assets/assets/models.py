@@ -22,17 +22,19 @@ from levibot_assets.assets.partition_runs import PartitionResult, materialize_pa
 from levibot_assets.checks import drift_check_result, model_check_results, model_checks
 from levibot_assets.core.atomic import atomic_write_bytes
 from levibot_assets.core.dataset import TrainTest, align_to_rows, load_feature_window, split_window
-from levibot_assets.core.evaluation import Evaluation, evaluate_models
+from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.features import contract_version
 from levibot_assets.core.lgbm import train_lgbm
+from levibot_assets.core.metrics import METRICS
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
-from levibot_assets.settings import Settings, get_settings
+from levibot_assets.settings import get_settings
 
-HEADLINE_SCORES = ("auc", "accuracy", "log_loss", "brier", "sharpe")
+HEADLINE_SCORES = tuple(METRICS)
 HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials", "epochs")
 
 
@@ -45,7 +47,7 @@ class Fitted:
     importance: Mapping[str, float] | None = None
 
 
-FitFunction = Callable[[TrainTest, Settings, Callable[[str], None], str], Fitted]
+FitFunction = Callable[[TrainTest, PipelineConfig, Callable[[str], None], str], Fitted]
 
 
 def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes) -> dict:
@@ -69,24 +71,24 @@ def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], pn
 def train_and_evaluate(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
+    pipeline: PipelineConfig,
     model_type: str,
     fit: FitFunction,
     with_drift: bool = False,
 ):
     """For each partition: split its window, fit on the training rows, score the test day, check, store."""
-    settings = get_settings()
     layout = storage.layout
 
     def compute(date, symbol: str) -> PartitionResult:
-        features = load_feature_window(layout, symbol, date, settings.train_days, settings.label_horizon)
-        data = split_window(features, date, settings.label_horizon)
+        features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
+        data = split_window(features, date, pipeline.label_horizon)
         context.log.info(
             f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
             f"{len(data.test)} test rows"
         )
-        fitted = fit(data, settings, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
+        fitted = fit(data, pipeline, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
         proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
-        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, settings)
+        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring)
         png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
         metrics = {
             "model_type": model_type,
@@ -97,17 +99,17 @@ def train_and_evaluate(
             "evaluation": evaluation.as_dict(),
         }
         context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
-        metric = settings.select_metric
+        metric = pipeline.select_metric
         checks = model_check_results(
             metric,
             evaluation.scores[model_type][metric],
             {name: evaluation.scores[name][metric] for name in evaluation.baselines},
             data.train["timestamp"].max(),
             data.test["timestamp"].min(),
-            purge_gap(settings.label_horizon),
+            purge_gap(pipeline.label_horizon),
         )
         if with_drift:
-            checks.append(drift_check_result(features, date, settings.psi_warn))
+            checks.append(drift_check_result(features, date, pipeline.psi_warn))
 
         def store() -> dict:
             files = save_trained_model(layout, date, symbol, TrainedModel(model=fitted.model, metrics=metrics))
@@ -123,8 +125,10 @@ def train_and_evaluate(
     yield from materialize_partitions(context, compute)
 
 
-def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
-    training = train_lgbm(data.train, settings, study_name=study_name, progress=progress)
+def _fit_lgbm(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
+    storage = (pipeline.optuna_storage or "").strip() or None  # the raw variable may carry spaces
+    training = train_lgbm(data.train, horizon=pipeline.label_horizon, n_trials=pipeline.optuna_trials,
+                          threads=pipeline.threads, storage=storage, study_name=study_name, progress=progress)
     return Fitted(model=training.model, facts=training.facts(), importance=training.model.feature_importance())
 
 
@@ -135,15 +139,16 @@ def _fit_lgbm(data: TrainTest, settings: Settings, progress: Callable[[str], Non
     check_specs=model_checks("lgbm_model", drift=True),
     code_version=contract_version(get_settings().label_horizon),
 )
-def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource):
+def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
     """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
-    yield from train_and_evaluate(context, storage, "lgbm", _fit_lgbm, with_drift=True)
+    yield from train_and_evaluate(context, storage, pipeline, "lgbm", _fit_lgbm, with_drift=True)
 
 
-def _fit_tft(data: TrainTest, settings: Settings, progress: Callable[[str], None], study_name: str) -> Fitted:
+def _fit_tft(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
     from levibot_assets.core.tft import train_tft  # torch loads only when a TFT trains
 
-    model = train_tft(data.train, settings, progress=progress)
+    model = train_tft(data.train, horizon=pipeline.label_horizon, max_minutes=pipeline.tft_max_minutes,
+                      threads=pipeline.threads, progress=progress)
     return Fitted(model=model, facts=dict(model.training))
 
 
@@ -170,6 +175,6 @@ GPU_POD = {
     op_tags=GPU_POD,
     code_version=contract_version(get_settings().label_horizon),
 )
-def tft_model(context: dg.AssetExecutionContext, storage: StorageResource):
+def tft_model(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
     """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""
-    yield from train_and_evaluate(context, storage, "tft", _fit_tft)
+    yield from train_and_evaluate(context, storage, pipeline, "tft", _fit_tft)

@@ -24,6 +24,7 @@ from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predic
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_date, current_release_dir, in_service_id, publish
 from levibot_assets.core.release.store import ReleaseError, release_id
+from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets.settings import get_settings
@@ -53,9 +54,9 @@ def _float(x) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(x) if x is not None else float("nan"))
 
 
-def _logistic_candidate(split) -> TrainedModel:
+def _logistic_candidate(split, horizon: int) -> TrainedModel:
     """The logistic family, fitted on the partition's training rows only (C chosen inside them)."""
-    model = fit_logistic(split.train, get_settings().label_horizon)
+    model = fit_logistic(split.train, horizon)
     return TrainedModel(model=model, metrics={"params": model.params(), **model.facts})
 
 
@@ -80,30 +81,29 @@ def _live_metadata(layout, date, symbol: str) -> dict:
     check_specs=RELEASE_CHECKS,
     code_version=contract_version(get_settings().label_horizon),
 )
-def best_release(context: dg.AssetExecutionContext, storage: StorageResource):
+def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
     """Score lgbm, tft, logistic, the champion and the baselines on the same test-day rows, then decide.
 
     Partitions run in date order, so in a range run each day's champion is the release the days
     before it put in service. After publishing, the release in service is verified and must predict.
     """
-    settings = get_settings()
     layout = storage.layout
 
     def compute(date, symbol: str) -> PartitionResult:
         candidates = {t: load_trained_model(layout, t, date, symbol) for t in ("lgbm", "tft")}
-        features = load_feature_window(layout, symbol, date, settings.train_days, settings.label_horizon)
-        split = split_window(features, date, settings.label_horizon)
-        candidates["logistic"] = _logistic_candidate(split)
+        features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
+        split = split_window(features, date, pipeline.label_horizon)
+        candidates["logistic"] = _logistic_candidate(split, pipeline.label_horizon)
         champion_model, champion = _champion_model(storage, symbol, context.log)
         evaluation, champion_error = evaluate_with_champion(
-            split, {t: tm.model for t, tm in candidates.items()}, champion_model, settings
+            split, {t: tm.model for t, tm in candidates.items()}, champion_model, pipeline.scoring
         )
         if champion is not None:
             champion.metrics = evaluation.scores.get(CHAMPION)
             champion.error = champion.error or champion_error
         trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
         decision = decide(
-            date, symbol, candidates, evaluation, champion, settings.select_metric, settings.promote_margin, trained_on
+            date, symbol, candidates, evaluation, champion, pipeline.select_metric, pipeline.promote_margin, trained_on
         )
         (context.log.info if decision.released else context.log.warning)(decision.reason)
         scores = decision.scores

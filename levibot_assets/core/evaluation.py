@@ -22,15 +22,30 @@ import pandas as pd
 
 from levibot_assets.core.baselines import baseline_probabilities
 from levibot_assets.core.features import FORWARD_RETURN_COLUMN, LABEL_COLUMN
-from levibot_assets.core.metrics import TradingResult, classification_scores, edge_threshold, higher_is_better, trading_rule
-from levibot_assets.settings import Settings
+from levibot_assets.core.metrics import (
+    METRICS,
+    TradingResult,
+    classification_scores,
+    edge_threshold,
+    higher_is_better,
+    trading_rule,
+)
 
 PREDICTION_COLUMNS = ("timestamp", "label", "scored")
-SCORE_COLUMNS = ("auc", "accuracy", "log_loss", "brier", "sharpe", "n_trades", "total_return")
+SCORE_COLUMNS = (*METRICS, "n_trades", "total_return")
 
 
 class EvaluationError(ValueError):
     """The test rows cannot be scored (message says why)."""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The two values scoring depends on besides the rows: passed as one value so that callers in
+    between (core.release.decision.evaluate_with_champion) hand it on without knowing its parts."""
+
+    horizon: int  # label horizon in bars: the trading rule's holding period
+    fee_bps: float  # fee per side
 
 
 @dataclass
@@ -57,15 +72,14 @@ class Evaluation:
                 "best_baseline": name, "best_baseline_auc": auc}
 
     def markdown_table(self) -> str:
-        header = "| model | AUC | accuracy | log loss | Brier | Sharpe (after fees) | trades | net log return |"
-        lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        metrics = list(METRICS.values())
+        header = "| model | " + " | ".join(m.label for m in metrics) + " | trades | net log return |"
+        lines = [header, "|---|" + "---:|" * (len(metrics) + 2)]
         for name in self.models + self.baselines:
             s = self.scores[name]
             label = f"**{name}**" if name in self.models else f"{name} (baseline)"
-            lines.append(
-                f"| {label} | {s['auc']:.4f} | {s['accuracy']:.4f} | {s['log_loss']:.4f} | {s['brier']:.4f} "
-                f"| {s['sharpe']:.2f} | {s['n_trades']} | {s['total_return']:+.4f} |"
-            )
+            cells = " | ".join(f"{s[m.name]:.{m.digits}f}" for m in metrics)
+            lines.append(f"| {label} | {cells} | {s['n_trades']} | {s['total_return']:+.4f} |")
         f = self.facts
         lines.append("")
         lines.append(
@@ -80,7 +94,7 @@ def evaluate_models(
     test_rows: pd.DataFrame,
     probas: Mapping[str, np.ndarray],
     train_rows: pd.DataFrame,
-    settings: Settings,
+    scoring: Scoring,
     baselines: Sequence[str] | None = None,
 ) -> Evaluation:
     """Score each model's P(up) and the baselines (all, or `baselines`) on the test rows every model scored."""
@@ -98,15 +112,15 @@ def evaluate_models(
     if set(arrays) & set(PREDICTION_COLUMNS):
         raise EvaluationError(f"model names {sorted(set(arrays) & set(PREDICTION_COLUMNS))} are reserved column names")
     # baselines predict row by row: fitted once, asked for every test row, scored on the common ones
-    baseline_all = baseline_probabilities(train_rows, test_rows, baselines, settings.label_horizon)
+    baseline_all = baseline_probabilities(train_rows, test_rows, baselines, scoring.horizon)
     if set(arrays) & set(baseline_all):
         raise EvaluationError(f"model names {sorted(set(arrays) & set(baseline_all))} clash with baseline names")
     everything = {**{n: p[common] for n, p in arrays.items()}, **{n: p[common] for n, p in baseline_all.items()}}
-    threshold = edge_threshold(train_rows[FORWARD_RETURN_COLUMN].to_numpy(), settings.fee_bps)
+    threshold = edge_threshold(train_rows[FORWARD_RETURN_COLUMN].to_numpy(), scoring.fee_bps)
     scores, trading = {}, {}
     for name, p in everything.items():
         result = trading_rule(rows["timestamp"], rows[FORWARD_RETURN_COLUMN].to_numpy(), p,
-                              settings.label_horizon, threshold, settings.fee_bps)
+                              scoring.horizon, threshold, scoring.fee_bps)
         trading[name] = result
         scores[name] = {**classification_scores(y, p), "sharpe": result.sharpe, "n_trades": result.n_trades,
                         "total_return": result.total_return}
@@ -126,8 +140,8 @@ def evaluate_models(
             "train_start": str(train_rows["timestamp"].iloc[0]),
             "train_end": str(train_rows["timestamp"].iloc[-1]),
             "edge_threshold": threshold,
-            "fee_bps": settings.fee_bps,
-            "horizon": settings.label_horizon,
+            "fee_bps": scoring.fee_bps,
+            "horizon": scoring.horizon,
         },
         predictions=pd.DataFrame({
             "timestamp": pd.DatetimeIndex(pd.to_datetime(test_rows["timestamp"], utc=True)),

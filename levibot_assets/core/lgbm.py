@@ -12,7 +12,7 @@ differently and depends on their timing, so only the refit from its best trial i
 The model is stored as LightGBM's native text format, never as a pickle.
 
 Threads: every LightGBM call (training, Dataset construction, batch prediction) gets an explicit
-num_threads (settings.threads, derived from the cores and the runs allowed at once: see
+num_threads (`threads`: the run's share of the cores, LEVIBOT_THREADS, see
 settings.default_threads), and BLAS/OpenMP pools are capped to the same number with threadpoolctl
 while a model trains, so several runs at once never ask for more threads than there are cores.
 
@@ -49,7 +49,6 @@ from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import log_loss
 from levibot_assets.core.splits import walk_forward_splits
-from levibot_assets.settings import Settings
 
 MODEL_FILE = "lgbm.txt"
 SEED = 20240601
@@ -366,25 +365,25 @@ def _open_study(storage: str | None, study_name: str | None) -> optuna.Study:
 
 def tune(
     train: pd.DataFrame,
-    settings: Settings,
     *,
+    horizon: int,
+    n_trials: int,
+    threads: int,
     storage: str | None = None,
     study_name: str | None = None,
-    n_trials: int | None = None,
     progress: Progress | None = None,
 ) -> TuningResult:
-    """Tune on purged walk-forward folds of `train`; returns the study's best parameters.
+    """Tune on purged walk-forward folds of `train` (purged for `horizon`-bar labels); returns the
+    study's best parameters. Every LightGBM call gets `threads` threads.
 
-    With `storage` (an RDB URL such as postgresql+psycopg2://..., default settings.optuna_storage) the study
+    With `storage` (an RDB URL such as postgresql+psycopg2://..., LEVIBOT_OPTUNA_STORAGE) the study
     `study_name` is created or joined (load_if_exists), so several processes calling tune() at once
-    share its trials; together they stop at `n_trials` finished trials (default
-    settings.optuna_trials). Without storage the study lives in memory and is deterministic.
+    share its trials; together they stop at `n_trials` finished trials. Without storage the study
+    lives in memory and is deterministic.
     """
-    storage = storage if storage is not None else settings.optuna_storage
-    n_trials = n_trials if n_trials is not None else settings.optuna_trials
     if storage and not study_name:
         raise ValueError("a shared Optuna storage needs a study_name (one per (date, symbol))")
-    folds = walk_forward_splits(train["timestamp"], settings.label_horizon, n_folds=N_FOLDS)
+    folds = walk_forward_splits(train["timestamp"], horizon, n_folds=N_FOLDS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(storage, study_name)
     started = time.perf_counter()
@@ -393,8 +392,8 @@ def tune(
         callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))]
         if progress is not None:
             callbacks.append(_progress_callback(progress, n_trials))
-        with thread_limits(settings.threads):
-            study.optimize(_objective(train, folds, settings.threads), n_trials=remaining, callbacks=callbacks)
+        with thread_limits(threads):
+            study.optimize(_objective(train, folds, threads), n_trials=remaining, callbacks=callbacks)
     finished = _finished(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         raise RuntimeError(f"Optuna study {study_name or '(in memory)'} has no completed trial to take parameters from")
@@ -428,14 +427,18 @@ class LgbmTraining:
 
 def train_lgbm(
     train: pd.DataFrame,
-    settings: Settings,
     *,
+    horizon: int,
+    n_trials: int,
+    threads: int,
+    storage: str | None = None,
     study_name: str | None = None,
     progress: Progress | None = None,
 ) -> LgbmTraining:
-    """Tune (see tune) and refit the best parameters on every training row."""
+    """Tune (see tune, which takes the same arguments) and refit the best parameters on every training row."""
     started = time.perf_counter()
-    tuning = tune(train, settings, study_name=study_name, progress=progress)
-    with thread_limits(settings.threads):
-        model = fit_lgbm(train, tuning.best_params, settings.threads)
+    tuning = tune(train, horizon=horizon, n_trials=n_trials, threads=threads, storage=storage,
+                  study_name=study_name, progress=progress)
+    with thread_limits(threads):
+        model = fit_lgbm(train, tuning.best_params, threads)
     return LgbmTraining(model=model, tuning=tuning, train_seconds=time.perf_counter() - started)

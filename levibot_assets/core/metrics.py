@@ -18,17 +18,12 @@ sqrt(slots per year) for 24/7 markets: 365 * 1440 / H. A rule that never trades 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from levibot_assets.core.ohlcv import MINUTE
-
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})  # every other score: higher is better
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 MINUTES_PER_YEAR = 365 * 1440
 _EPS = 1e-15
@@ -74,8 +69,42 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((p - y) ** 2))
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One score the pipeline can rank models by: how it is computed and which way is better."""
+
+    name: str
+    higher_is_better: bool
+    label: str  # column header in the comparison table
+    digits: int  # decimals shown there
+    # score of (labels, P(up)); None: the trading rule computes it (it needs timestamps and returns)
+    score: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+
+# The one table of scores: LEVIBOT_SELECT_METRIC's allowed values, the scores every evaluation holds
+# and shows, and the direction every comparison (best baseline, challenger vs champion) uses.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("auc", True, "AUC", 4, roc_auc),
+        Metric("accuracy", True, "accuracy", 4, accuracy),
+        Metric("log_loss", False, "log loss", 4, log_loss),
+        Metric("brier", False, "Brier", 4, brier),
+        Metric("sharpe", True, "Sharpe (after fees)", 2),
+    )
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    try:
+        return METRICS[metric].higher_is_better
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}") from None
+
+
 def classification_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p), "log_loss": log_loss(y, p), "brier": brier(y, p)}
+    """Every METRICS score computed from the labels and probabilities alone."""
+    return {m.name: m.score(y, p) for m in METRICS.values() if m.score is not None}
 
 
 def round_trip_cost(fee_bps: float) -> float:

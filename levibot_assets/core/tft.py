@@ -19,7 +19,7 @@ Choices, and why:
   are fitted on the training part only. The weights of the best validation epoch are kept.
 - Cost: a tiny network (hidden 16) and at most TftConfig.batches_per_epoch random batches per epoch
   (a fresh random subsample of the training windows each epoch) keep an epoch to seconds on 2 CPU
-  cores; the wall-clock budget (settings.tft_max_minutes) covers preparation plus Lightning's
+  cores; the wall-clock budget (`max_minutes`, LEVIBOT_TFT_MAX_MINUTES) covers preparation plus Lightning's
   Timer, which stops training after the step that crosses it.
 torch and pytorch_forecasting are imported inside functions only: importing this module is cheap.
 """
@@ -43,7 +43,6 @@ from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_AVAILABLE_COLUMN, LABEL_COLUMN
 from levibot_assets.core.ohlcv import MINUTE
 from levibot_assets.core.splits import purge_gap
-from levibot_assets.settings import Settings
 
 CHECKPOINT_FILE = "tft.ckpt"
 INFO_FILE = "tft.json"
@@ -62,7 +61,7 @@ _INTEROP_THREADS_SET = False
 
 
 def _limit_threads(torch: Any, threads: int) -> None:
-    """Hold this process to `threads` CPU threads (settings.threads, the run's share of the cores):
+    """Hold this process to `threads` CPU threads (LEVIBOT_THREADS, the run's share of the cores):
     torch's intra-op pool, its inter-op pool (settable once per process, before inter-op work
     starts), and the BLAS/OpenMP pools via threadpoolctl when installed. Left in place after
     training: the process belongs to the run."""
@@ -276,18 +275,19 @@ def _callbacks(progress: Progress | None, started: float, report: TrainingReport
 
 def train_tft(
     frame: pd.DataFrame,
-    settings: Settings,
+    *,
+    horizon: int,
+    max_minutes: float,
+    threads: int,
     progress: Progress | None = None,
-    max_minutes: float | None = None,
     seed: int = 0,
     config: TftConfig = TftConfig(),
 ) -> "TftClassifier":
-    """Train on one symbol's feature rows (several days) within a wall-clock budget.
-
-    `max_minutes` overrides settings.tft_max_minutes. Raises TftTrainingError on unusable input.
+    """Train on one symbol's feature rows (several days, `horizon`-bar labels) within `max_minutes`
+    of wall clock, on `threads` CPU threads. Raises TftTrainingError on unusable input.
     """
     started = time.monotonic()
-    budget_s = 60.0 * (settings.tft_max_minutes if max_minutes is None else max_minutes)
+    budget_s = 60.0 * max_minutes
     if budget_s <= 0:
         raise TftTrainingError(f"the TFT time budget must be positive, got {budget_s / 60} minutes")
     _check_frame(frame)
@@ -299,10 +299,10 @@ def train_tft(
     from pytorch_forecasting import TemporalFusionTransformer
     from pytorch_forecasting.metrics import CrossEntropy
 
-    _limit_threads(torch, settings.threads)
+    _limit_threads(torch, threads)
     pl.seed_everything(seed, workers=True, verbose=False)
     train, valid = _datasets(
-        _series_frame(frame, labelled=True), settings.label_horizon, config.validation_stride
+        _series_frame(frame, labelled=True), horizon, config.validation_stride
     )
     gpu = torch.cuda.is_available()
     report = TrainingReport(train_samples=len(train), validation_samples=len(valid), device="gpu" if gpu else "cpu")

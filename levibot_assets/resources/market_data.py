@@ -2,23 +2,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from functools import lru_cache
+from typing import Optional
 
 import dagster as dg
 import pandas as pd
 
-from levibot_assets.settings import SOURCES, get_settings
+from levibot_assets.settings import SOURCES
+
+CCXT_OPTIONS_ENV = "LEVIBOT_CCXT_OPTIONS"
 
 
 @lru_cache(maxsize=8)
-def ccxt_client(exchange: str):
-    """One client per exchange and process: markets are loaded once, the rate limiter is shared.
+def ccxt_client(exchange: str, options: str | None = None):
+    """One client per exchange and options and process: markets are loaded once, the rate limiter is
+    shared. `options`: the JSON object of LEVIBOT_CCXT_OPTIONS (a string, so it can be a cache key).
 
     Candles are public: the exchange keys are not given to this client (LEVIBOT_CCXT_OPTIONS is).
     """
     from levibot_assets.core.sources.exchange import CcxtOhlcvClient
 
-    return CcxtOhlcvClient(exchange_id=exchange, options=get_settings().ccxt_options)
+    return CcxtOhlcvClient(exchange_id=exchange, options=json.loads(options) if options else {})
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -31,6 +36,7 @@ class MarketDataResource(dg.ConfigurableResource):
     source: str = "synthetic"
     exchange: str = "binance"
     files_dir: str | None = None
+    ccxt_options: Optional[str] = None  # JSON object; definitions pass dg.EnvVar(CCXT_OPTIONS_ENV)
 
     def describe(self) -> str:
         if self.source == "ccxt":
@@ -45,7 +51,7 @@ class MarketDataResource(dg.ConfigurableResource):
 
             return synthetic_day(symbol, date)
         if self.source == "ccxt":
-            return ccxt_client(self.exchange).fetch_day(symbol, date)
+            return ccxt_client(self.exchange, (self.ccxt_options or "").strip() or None).fetch_day(symbol, date)
         if self.source == "files":
             from levibot_assets.core.sources.files import files_day
 

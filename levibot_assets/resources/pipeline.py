@@ -1,0 +1,55 @@
+"""The pipeline's non-secret knobs as a resource, so assets and the schedule receive them.
+
+Assets used to call get_settings() themselves: what they depended on was hidden from their
+signatures, from the UI's resource view and from tests, which had to change the process
+environment to change a knob. PipelineConfig is built from the Settings in
+definitions.build_resources; a test or a run passes another one. Secrets stay out (resource
+config is copied into every run's snapshot); the Optuna storage URL can hold a password, so it
+is passed as dg.EnvVar and only its variable's name is stored.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from levibot_assets.core.evaluation import Scoring
+
+OPTUNA_STORAGE_ENV = "LEVIBOT_OPTUNA_STORAGE"
+
+
+class PipelineConfig(dg.ConfigurableResource):
+    """Training, evaluation and release knobs (the LEVIBOT_* variables of the same names)."""
+
+    label_horizon: int = 15
+    train_days: int = 14
+    optuna_trials: int = 32
+    optuna_storage: Optional[str] = None
+    tft_max_minutes: float = 5.0
+    fee_bps: float = 10.0
+    select_metric: str = "auc"
+    promote_margin: float = 0.0
+    psi_warn: float = 0.25
+    threads: int = 1
+
+    @property
+    def scoring(self) -> Scoring:
+        """What evaluation needs of these knobs."""
+        return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps)
+
+    @classmethod
+    def from_settings(cls, settings) -> "PipelineConfig":
+        """The knobs of `settings` (levibot_assets.settings.Settings)."""
+        return cls(
+            label_horizon=settings.label_horizon,
+            train_days=settings.train_days,
+            optuna_trials=settings.optuna_trials,
+            # Only when set, because an EnvVar of an unset variable fails resource initialization.
+            optuna_storage=dg.EnvVar(OPTUNA_STORAGE_ENV) if settings.optuna_storage else None,
+            tft_max_minutes=settings.tft_max_minutes,
+            fee_bps=settings.fee_bps,
+            select_metric=settings.select_metric,
+            promote_margin=settings.promote_margin,
+            psi_warn=settings.psi_warn,
+            threads=settings.threads,
+        )
