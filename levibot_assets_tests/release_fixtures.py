@@ -8,6 +8,7 @@ may). It is registered as model type "skill" for the duration of a test.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from functools import lru_cache
@@ -20,7 +21,7 @@ from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.dataset import TrainTest, split_window
 from levibot_assets.core.features import FORWARD_RETURN_COLUMN, compute_features
 from levibot_assets.core.lgbm import LgbmClassifier, fit_lgbm
-from levibot_assets.core.model_api import MODEL_CLASSES, TrainedModel
+from levibot_assets.core.model_api import MODEL_FAMILIES, ModelFamily, TrainedModel
 from levibot_assets.core.release.decision import ReleaseDecision
 from levibot_assets.core.release.deploy import MAIN_FILE
 from levibot_assets.core.sources.synthetic import synthetic_day
@@ -105,7 +106,15 @@ class FileModel:
 
 
 def register_skill(monkeypatch) -> None:
-    monkeypatch.setitem(MODEL_CLASSES, "skill", f"{__name__}:SkillClassifier")
+    monkeypatch.setitem(MODEL_FAMILIES, "skill", ModelFamily(f"{__name__}:SkillClassifier", SKILL_FILE))
+
+
+def skill_in_slot(monkeypatch, slot: str) -> None:
+    """SkillClassifier as a fast stand-in for the `slot` family (lgbm, tft); its asset stays, so
+    best_release still loads the slot as a candidate."""
+    skill = MODEL_FAMILIES["skill"]
+    monkeypatch.setitem(MODEL_FAMILIES, slot, dataclasses.replace(MODEL_FAMILIES[slot], class_path=skill.class_path,
+                                                                  main_file=skill.main_file))
 
 
 def trained(model) -> TrainedModel:

@@ -26,7 +26,7 @@ from levibot_assets.core.evaluation import Scoring, evaluate_models
 from levibot_assets.core.features import FEATURE_COLUMNS
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import roc_auc
-from levibot_assets.core.model_api import MODEL_CLASSES, TrainedModel, model_class
+from levibot_assets.core.model_api import TrainedModel, model_class
 from levibot_assets.core.predictions import (
     COLUMNS,
     live_score,
@@ -184,7 +184,7 @@ def _materialize(storage: StorageResource, date: dt.date, instance) -> dict:
 
 def test_best_release_stores_predictions_scores_the_live_model_and_offers_logistic(tmp_path, monkeypatch, capsys):
     rf.register_skill(monkeypatch)
-    monkeypatch.setitem(MODEL_CLASSES, "tft", MODEL_CLASSES["skill"])  # a fast stand-in in the tft slot
+    rf.skill_in_slot(monkeypatch, "tft")
     layout = DataLayout(tmp_path / "data")
     storage = StorageResource(data_dir=str(layout.root))
     for day, frame in rf.feature_window(days=4).items():

@@ -25,7 +25,6 @@ from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.evaluation import Scoring
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
-from levibot_assets.core.model_api import MODEL_CLASSES
 from levibot_assets.core.release.decision import CHAMPION, Champion, beats, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import (
     current_release_date,
@@ -359,7 +358,7 @@ def test_sigkill_during_promotion_leaves_a_complete_release_in_service(layout, m
 
 
 def test_best_release_asset_publishes_the_decision_it_records(tmp_path, monkeypatch, skill):
-    monkeypatch.setitem(MODEL_CLASSES, "tft", MODEL_CLASSES["skill"])  # a fast stand-in in the tft slot
+    rf.skill_in_slot(monkeypatch, "tft")
     layout = DataLayout(tmp_path / "data")
     storage = StorageResource(data_dir=str(layout.root))
     for day, frame in rf.feature_window(days=3).items():

@@ -3,7 +3,6 @@ import dagster as dg
 
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.model_api import MODEL_CLASSES
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets_tests import release_fixtures as rf
 
@@ -11,7 +10,7 @@ from levibot_assets_tests import release_fixtures as rf
 def test_no_release_is_said_clearly_and_fails_a_warn_check(tmp_path, monkeypatch):
     rf.register_skill(monkeypatch)
     for slot in ("lgbm", "tft"):  # both candidates rank worse than a coin: they cannot beat the baselines
-        monkeypatch.setitem(MODEL_CLASSES, slot, MODEL_CLASSES["skill"])
+        rf.skill_in_slot(monkeypatch, slot)
     layout = DataLayout(tmp_path / "data")
     storage = StorageResource(data_dir=str(layout.root))
     for day, frame in rf.feature_window(days=3).items():

@@ -26,7 +26,7 @@ from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.features import contract_version
 from levibot_assets.core.lgbm import train_lgbm
 from levibot_assets.core.metrics import METRICS
-from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel
 from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
@@ -36,6 +36,7 @@ from levibot_assets.settings import get_settings
 
 HEADLINE_SCORES = tuple(METRICS)
 HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials", "epochs")
+LGBM, TFT = MODEL_FAMILIES["lgbm"], MODEL_FAMILIES["tft"]
 
 
 @dataclass
@@ -135,8 +136,9 @@ def _fit_lgbm(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str
 @partitioned_asset(
     deps=["features"],
     group_name="models",
-    kinds={"lightgbm", "optuna"},
-    check_specs=model_checks("lgbm_model", drift=True),
+    name=LGBM.asset,
+    kinds=set(LGBM.kinds),
+    check_specs=model_checks(LGBM.asset, drift=True),
     code_version=contract_version(get_settings().label_horizon),
 )
 def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
@@ -170,8 +172,9 @@ GPU_POD = {
 @partitioned_asset(
     deps=["features"],
     group_name="models",
-    kinds={"pytorch"},
-    check_specs=model_checks("tft_model"),
+    name=TFT.asset,
+    kinds=set(TFT.kinds),
+    check_specs=model_checks(TFT.asset),
     op_tags=GPU_POD,
     code_version=contract_version(get_settings().label_horizon),
 )

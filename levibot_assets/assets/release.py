@@ -18,7 +18,7 @@ from levibot_assets.checks import RELEASE_CHECKS, release_check_results
 from levibot_assets.core.baselines import fit_logistic
 from levibot_assets.core.dataset import load_feature_window, split_window
 from levibot_assets.core.features import contract_version
-from levibot_assets.core.model_api import TrainedModel
+from levibot_assets.core.model_api import MODEL_FAMILIES, TrainedModel, asset_trained_types
 from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predictions_frame, write_predictions
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
@@ -75,7 +75,7 @@ def _live_metadata(layout, date, symbol: str) -> dict:
 
 
 @partitioned_asset(
-    deps=["lgbm_model", "tft_model", "features"],
+    deps=[*(MODEL_FAMILIES[t].asset for t in asset_trained_types()), "features"],
     group_name="release",
     kinds={"python"},
     check_specs=RELEASE_CHECKS,
@@ -90,7 +90,7 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pi
     layout = storage.layout
 
     def compute(date, symbol: str) -> PartitionResult:
-        candidates = {t: load_trained_model(layout, t, date, symbol) for t in ("lgbm", "tft")}
+        candidates = {t: load_trained_model(layout, t, date, symbol) for t in asset_trained_types()}
         features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
         split = split_window(features, date, pipeline.label_horizon)
         candidates["logistic"] = _logistic_candidate(split, pipeline.label_horizon)

@@ -27,9 +27,10 @@ from sklearn.linear_model import LogisticRegression
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import roc_auc
+from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.splits import SplitError, walk_forward_splits
 
-LOGISTIC_FILE = "logistic.json"
+LOGISTIC_FILE = MODEL_FAMILIES["logistic"].main_file
 LOGISTIC_FORMAT = 1
 # Inverse L2 strengths tried, strongest regularisation first (a tie keeps the stronger one).
 LOGISTIC_C_GRID = (0.01, 0.1, 1.0)

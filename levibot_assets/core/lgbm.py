@@ -48,9 +48,10 @@ import pandas as pd  # noqa: E402
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import log_loss
+from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.splits import walk_forward_splits
 
-MODEL_FILE = "lgbm.txt"
+MODEL_FILE = MODEL_FAMILIES["lgbm"].main_file
 SEED = 20240601
 N_FOLDS = 3
 Progress = Callable[[str], None]

@@ -16,12 +16,33 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-# model_type -> "module:Class" implementing Classifier; imported lazily (TFT pulls in torch).
-MODEL_CLASSES = {
-    "lgbm": "levibot_assets.core.lgbm:LgbmClassifier",
-    "tft": "levibot_assets.core.tft:TftClassifier",
-    "logistic": "levibot_assets.core.baselines:LogisticClassifier",  # coefficients + scaler as JSON
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One family of models, named once: the model store, releases, serving and the Dagster assets
+    all look a model type up here instead of repeating its class, file or asset name."""
+
+    class_path: str  # "module:Class" implementing Classifier; imported lazily (TFT pulls in torch)
+    main_file: str  # the file the model is saved as (what a release's best_<type> link points at)
+    asset: str | None = None  # the Dagster asset that trains it; None: best_release fits it itself
+    kinds: frozenset[str] = frozenset()  # that asset's kinds in the UI
+
+
+# model_type -> ModelFamily
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    "lgbm": ModelFamily(
+        "levibot_assets.core.lgbm:LgbmClassifier", "lgbm.txt", "lgbm_model", frozenset({"lightgbm", "optuna"})
+    ),
+    "tft": ModelFamily("levibot_assets.core.tft:TftClassifier", "tft.ckpt", "tft_model", frozenset({"pytorch"})),
+    # coefficients + scaler as JSON
+    "logistic": ModelFamily("levibot_assets.core.baselines:LogisticClassifier", "logistic.json"),
 }
+
+
+def asset_trained_types() -> list[str]:
+    """The model types that have their own asset (best_release loads them as candidates)."""
+    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.asset]
 
 
 @runtime_checkable
@@ -50,7 +71,7 @@ class TrainedModel:
 
 def model_class(model_type: str) -> type:
     try:
-        module_name, class_name = MODEL_CLASSES[model_type].split(":")
+        module_name, class_name = MODEL_FAMILIES[model_type].class_path.split(":")
     except KeyError:
-        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_CLASSES)}") from None
+        raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_FAMILIES)}") from None
     return getattr(importlib.import_module(module_name), class_name)

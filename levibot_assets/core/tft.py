@@ -41,10 +41,11 @@ import pandas as pd
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_AVAILABLE_COLUMN, LABEL_COLUMN
+from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.ohlcv import MINUTE
 from levibot_assets.core.splits import purge_gap
 
-CHECKPOINT_FILE = "tft.ckpt"
+CHECKPOINT_FILE = MODEL_FAMILIES["tft"].main_file
 INFO_FILE = "tft.json"
 ENCODER_LENGTH = 30  # bars of context before each scored row (callers pass this much history)
 VALIDATION_FRACTION = 0.15
