@@ -16,7 +16,7 @@ start scored on it; days with nothing in service are missing, not 0.5).
     .venv/bin/python benchmarks/models_real_data.py                       # the full run (21 models)
     .venv/bin/python benchmarks/models_real_data.py --symbols BTCUSDT --start 2023-04-30 --end 2023-04-30 --trials 4
     LEVIBOT_THREADS=1 LEVIBOT_TFT_MAX_MINUTES=0.3 .venv/bin/python benchmarks/models_real_data.py \
-        --start 2023-03-31 --end 2023-04-04 --trials 8 --tft --release      # issue #11 (BENCHMARKS.md)
+        --start 2023-03-31 --end 2023-04-04 --trials 8 --tft --release      # BENCHMARKS.md section 2
 """
 import argparse
 import datetime as dt

@@ -8,7 +8,7 @@ in one process measures per-call latency (p50/p99), calls interleaved, of:
   - the underlying model's predict_proba on the same inputs (no release machinery),
   - the symlink-change check alone (ServedModel.refresh when nothing changed), interleaved and in a tight loop,
 and the time to verify + load a release after a swap. Writes benchmarks/out/serving_latency.md.
-Target (issue #12): one-row p50 through the loader within 1.5x of Booster.predict's p50.
+Target: one-row p50 through the loader within 1.5x of Booster.predict's p50.
 
     .venv/bin/python benchmarks/serving_latency.py [--calls 3000]
 """

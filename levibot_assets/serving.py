@@ -10,7 +10,7 @@ single-row C API: no pandas on that path). Missing names, a wrong length or non-
 raise FeatureInputError; NaN means "missing" as in the batch path. A TFT release needs a frame
 with its context rows.
 
-A release is loaded only from bytes whose sha256 matched its manifest (core.release.load_release).
+A release is loaded only from bytes whose sha256 matched its manifest (core.release.store.load_release).
 If the link moves to a release that fails verification or loading, the loader keeps answering with
 the model it has, records the problem in `last_error`, and does not retry that same target.
 """

@@ -23,7 +23,6 @@ from levibot_assets.core.features import FORWARD_RETURN_COLUMN, compute_features
 from levibot_assets.core.lgbm import LgbmClassifier, fit_lgbm
 from levibot_assets.core.model_api import MODEL_FAMILIES, ModelFamily, TrainedModel
 from levibot_assets.core.release.decision import ReleaseDecision
-from levibot_assets.core.release.deploy import MAIN_FILE
 from levibot_assets.core.sources.synthetic import synthetic_day
 
 SYMBOL = "BTCUSDT"
@@ -102,7 +101,7 @@ class FileModel:
         self.model_type, self.text = model_type, text
 
     def save(self, directory: Path) -> list[Path]:
-        return [atomic_write_text(Path(directory) / MAIN_FILE[self.model_type], self.text)]
+        return [atomic_write_text(Path(directory) / MODEL_FAMILIES[self.model_type].main_file, self.text)]
 
 
 def register_skill(monkeypatch) -> None:
@@ -149,7 +148,8 @@ def materialize_best_release(storage):
     from levibot_assets.assets.release import best_release
     from levibot_assets.partitions import partition_key
     from levibot_assets.resources.pipeline import PipelineConfig
+    from levibot_assets.settings import Settings
 
     with dg.instance_for_test() as instance:
         return dg.materialize([best_release], partition_key=partition_key(TEST_DATE, SYMBOL),
-                              resources={"storage": storage, "pipeline": PipelineConfig()}, instance=instance)
+                              resources={"storage": storage, "pipeline": PipelineConfig.from_settings(Settings())}, instance=instance)

@@ -103,7 +103,7 @@ def test_bad_windows_are_refused_with_clear_errors(window):
         split_window(window, test_date, horizon)
 
 
-# --- threads and one-row predictions (issue #12) ---
+# --- threads and one-row predictions ---
 
 from levibot_assets.core.features import FEATURE_COLUMNS  # noqa: E402
 from levibot_assets.core.lgbm import FeatureInputError, fit_lgbm, thread_limits  # noqa: E402

@@ -1,4 +1,4 @@
-"""Issue #11: predictions as data, the live score, and the logistic family as a releasable candidate.
+"""Predictions as data, the live score, and the logistic family as a releasable candidate.
 
 Real LightGBM and logistic fits on synthetic feature windows; best_release through dagster.materialize.
 """
@@ -40,6 +40,7 @@ from levibot_assets.core.release.deploy import current_release_date, load_decisi
 from levibot_assets.core.release.store import ReleaseError, load_release, sha256_file, verify_release
 from levibot_assets.partitions import partition_key
 from levibot_assets.resources.pipeline import PipelineConfig
+from levibot_assets.settings import Settings
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import load_current
 from levibot_assets_tests import release_fixtures as rf
@@ -177,7 +178,7 @@ def test_live_score_counts_only_days_with_an_earlier_release_in_service(tmp_path
 
 def _materialize(storage: StorageResource, date: dt.date, instance) -> dict:
     result = dg.materialize([best_release], partition_key=partition_key(date, rf.SYMBOL),
-                            resources={"storage": storage, "pipeline": PipelineConfig()}, instance=instance)
+                            resources={"storage": storage, "pipeline": PipelineConfig.from_settings(Settings())}, instance=instance)
     assert result.success
     return result.asset_materializations_for_node("best_release")[0].metadata
 

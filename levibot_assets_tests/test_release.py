@@ -48,6 +48,7 @@ from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
 from levibot_assets.partitions import partition_key
 from levibot_assets.resources.pipeline import PipelineConfig
+from levibot_assets.settings import Settings
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets_tests import release_fixtures as rf
 from levibot_assets_tests.conftest import REPO_ROOT
@@ -383,12 +384,12 @@ def test_best_release_asset_publishes_the_decision_it_records(tmp_path, monkeypa
     publish(layout, rf.released_decision(D1, rf.SYMBOL, rf.lgbm()))
     ok = rollback_job.execute_in_process(
         run_config={"ops": {"rollback_release": {"config": {"symbol": rf.SYMBOL, "to": rf.TEST_DATE.isoformat()}}}},
-        resources={"storage": storage, "pipeline": PipelineConfig()},
+        resources={"storage": storage, "pipeline": PipelineConfig.from_settings(Settings())},
     )
     assert ok.success and current_release_date(layout, rf.SYMBOL) == rf.TEST_DATE.isoformat()
     failed = rollback_job.execute_in_process(
         run_config={"ops": {"rollback_release": {"config": {"symbol": rf.SYMBOL, "to": "2020-01-01"}}}},
-        resources={"storage": storage, "pipeline": PipelineConfig()}, raise_on_error=False,
+        resources={"storage": storage, "pipeline": PipelineConfig.from_settings(Settings())}, raise_on_error=False,
     )
     assert not failed.success
 

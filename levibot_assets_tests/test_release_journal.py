@@ -293,7 +293,8 @@ WRITERS = """
     from levibot_assets.core.atomic import atomic_write_text
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.release.decision import ReleaseDecision
-    from levibot_assets.core.release.deploy import MAIN_FILE, in_service_id, publish, rollback
+    from levibot_assets.core.model_api import MODEL_FAMILIES
+    from levibot_assets.core.release.deploy import in_service_id, publish, rollback
     from levibot_assets.core.release.store import ReleaseError
 
     class FileModel:
@@ -301,7 +302,7 @@ WRITERS = """
             self.model_type, self.text = model_type, text
 
         def save(self, directory):
-            return [atomic_write_text(Path(directory) / MAIN_FILE[self.model_type], self.text)]
+            return [atomic_write_text(Path(directory) / MODEL_FAMILIES[self.model_type].main_file, self.text)]
 
     def write(layout, seed):
         rng = random.Random(seed)

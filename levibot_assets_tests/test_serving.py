@@ -128,7 +128,7 @@ def test_a_tft_release_round_trips_through_the_verified_loader(tmp_path):
         load_current(rf.SYMBOL, layout.root)
 
 
-# --- one-row predictions (issue #12): mapping / 1-D array in FEATURE_COLUMNS order -> float ---
+# --- one-row predictions: mapping / 1-D array in FEATURE_COLUMNS order -> float ---
 
 from levibot_assets.core.features import FEATURE_COLUMNS  # noqa: E402
 from levibot_assets.serving import FeatureInputError  # noqa: E402

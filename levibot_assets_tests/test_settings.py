@@ -74,7 +74,7 @@ def test_secrets_not_in_repr():
     assert "k-123" not in repr(s) and "s-456" not in repr(s) and "secret" not in repr(s)
 
 
-# --- thread budget (issue #12): threads per run from the cores and the runs allowed at once ---
+# --- thread budget: threads per run from the cores and the runs allowed at once ---
 
 from levibot_assets.settings import (  # noqa: E402
     DEFAULT_CONCURRENT_RUNS,

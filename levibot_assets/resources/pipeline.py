@@ -21,16 +21,17 @@ OPTUNA_STORAGE_ENV = "LEVIBOT_OPTUNA_STORAGE"
 class PipelineConfig(dg.ConfigurableResource):
     """Training, evaluation and release knobs (the LEVIBOT_* variables of the same names)."""
 
-    label_horizon: int = 15
-    train_days: int = 14
-    optuna_trials: int = 32
-    optuna_storage: Optional[str] = None
-    tft_max_minutes: float = 5.0
-    fee_bps: float = 10.0
-    select_metric: str = "auc"
-    promote_margin: float = 0.0
-    psi_warn: float = 0.25
-    threads: int = 1
+    # No defaults: the defaults are the Settings' (one place); build it with from_settings.
+    label_horizon: int
+    train_days: int
+    optuna_trials: int
+    optuna_storage: Optional[str]
+    tft_max_minutes: float
+    fee_bps: float
+    select_metric: str
+    promote_margin: float
+    psi_warn: float
+    threads: int
 
     @property
     def scoring(self) -> Scoring:

@@ -1,8 +1,8 @@
 """The champion/challenger rule and its record: score everything on the same rows, promote only what has earned it.
 
-The challenger is the better candidate (lgbm, tft, logistic) by settings.select_metric (lower is
+The challenger is the better candidate (lgbm, tft, logistic) by LEVIBOT_SELECT_METRIC (lower is
 better for log_loss and brier). It is released only if it beats the best baseline and, when a model
-is in service (the champion), beats the champion by more than settings.promote_margin, every score
+is in service (the champion), beats the champion by more than LEVIBOT_PROMOTE_MARGIN, every score
 coming from one core.evaluation run on identical test-day rows (the day the champion never saw).
 
 The baselines of the rule are those that are not candidates (core.baselines.rule_baselines): with
@@ -23,11 +23,10 @@ import numpy as np
 
 from levibot_assets.core.baselines import rule_baselines
 from levibot_assets.core.dataset import TrainTest, align_to_rows
-from levibot_assets.core.evaluation import Evaluation, evaluate_models
+from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.release.store import ReleaseError, jsonable
-from levibot_assets.settings import Settings
 
 # champion_id of a decision made with nothing in service; deploy.in_service_id says the same when
 # no current/<SYMBOL> link exists, so the re-check under the symbol lock compares like with like.
@@ -187,7 +186,7 @@ def evaluate_with_champion(
     split: TrainTest,
     candidates: dict[str, Classifier],
     champion: Classifier | None,
-    settings: Settings,
+    scoring: Scoring,
 ) -> tuple[Evaluation, str | None]:
     """Score candidates, champion and baselines together on the test rows (core.evaluation).
 
@@ -204,7 +203,7 @@ def evaluate_with_champion(
             p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
             if not np.isfinite(p).any():
                 raise ReleaseError("no finite probability for any test row")
-            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, settings, baselines), None
+            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, scoring, baselines), None
         except Exception as exc:  # a broken champion must not block a good challenger
             champion_error = f"{type(exc).__name__}: {exc}"
-    return evaluate_models(split.test, probas, split.train, settings, baselines), champion_error
+    return evaluate_models(split.test, probas, split.train, scoring, baselines), champion_error

@@ -36,6 +36,7 @@ from typing import Iterator
 from levibot_assets.core.atomic import append_line, atomic_symlink, atomic_write_text, fsync_dir
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import higher_is_better
+from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.release.decision import NOTHING_IN_SERVICE, ReleaseDecision, is_score
 from levibot_assets.core.release.store import (
     MANIFEST,
@@ -52,8 +53,6 @@ from levibot_assets.core.release.store import (
 
 log = logging.getLogger(__name__)
 
-# The file each global best_<type><suffix> link points at.
-MAIN_FILE = {"lgbm": "lgbm.txt", "tft": "tft.ckpt", "logistic": "logistic.json"}
 
 
 # ----------------------------------------------------------------------------- locks
@@ -153,7 +152,8 @@ def _refresh_best_links(layout: DataLayout) -> None:
         model_type = manifest["model_type"]
         metric = manifest.get("select_metric", "auc")
         score = (manifest.get("decision", {}).get("scores") or {}).get("challenger")
-        path = release_dir / MAIN_FILE.get(model_type, next(iter(manifest["files"])))
+        family = MODEL_FAMILIES.get(model_type)  # the file a best_<type> link points at
+        path = release_dir / (family.main_file if family else next(iter(manifest["files"])))
         if not is_score(score) or not path.is_file():
             continue
         key = float(score) if higher_is_better(metric) else -float(score)
