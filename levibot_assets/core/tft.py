@@ -25,6 +25,7 @@ torch and pytorch_forecasting are imported inside functions only: importing this
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -34,7 +35,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -274,6 +275,16 @@ def _callbacks(progress: Progress | None, started: float, report: TrainingReport
     return EpochLog()
 
 
+@contextlib.contextmanager
+def _library_warnings_silenced() -> Iterator[None]:
+    """The warnings Lightning and pytorch-forecasting raise about their own internals (a deprecated
+    pytree call, nn.Module hyperparameters) say nothing a user can act on; ours still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        yield
+
+
 def train_tft(
     frame: pd.DataFrame,
     *,
@@ -310,8 +321,7 @@ def train_tft(
     # Lightning's device banner and tips (INFO) and pytorch-forecasting's hyperparameter warning
     # about nn.Module attributes would drown the per-epoch lines in the run log.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
+    with _library_warnings_silenced():
         model = TemporalFusionTransformer.from_dataset(
             train, loss=CrossEntropy(), log_interval=-1, log_val_interval=-1, **config.network_kwargs()
         )
@@ -334,11 +344,12 @@ def train_tft(
             deterministic=True if not gpu else "warn",
             default_root_dir=tmp,
         )
-        trainer.fit(
-            model,
-            train_dataloaders=train.to_dataloader(train=True, batch_size=config.batch_size, num_workers=0),
-            val_dataloaders=valid.to_dataloader(train=False, batch_size=1024, num_workers=0),
-        )
+        with _library_warnings_silenced():
+            trainer.fit(
+                model,
+                train_dataloaders=train.to_dataloader(train=True, batch_size=config.batch_size, num_workers=0),
+                val_dataloaders=valid.to_dataloader(train=False, batch_size=1024, num_workers=0),
+            )
         if epoch_log.best_state is not None:
             model.load_state_dict(epoch_log.best_state)
         path = Path(tmp) / CHECKPOINT_FILE
@@ -415,7 +426,8 @@ class TftClassifier:
         if info.get("features") != FEATURE_COLUMNS or info.get("encoder_length") != ENCODER_LENGTH:
             raise ValueError(f"{directory / INFO_FILE} was written for other features or encoder length")
         checkpoint = (directory / CHECKPOINT_FILE).read_bytes()
-        network = TemporalFusionTransformer.load_from_checkpoint(
-            io.BytesIO(checkpoint), map_location="cpu", weights_only=False
-        )
+        with _library_warnings_silenced():
+            network = TemporalFusionTransformer.load_from_checkpoint(
+                io.BytesIO(checkpoint), map_location="cpu", weights_only=False
+            )
         return cls(network.eval(), checkpoint, info.get("training", {}))
