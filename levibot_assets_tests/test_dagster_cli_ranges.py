@@ -35,7 +35,8 @@ def test_data_model_and_full_graph_backfills_through_the_dagster_cli(tmp_path, m
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "LEVIBOT_"))}
     env.update(DAGSTER_HOME=str(home), LEVIBOT_DATA_DIR=str(data), LEVIBOT_START_DATE="2025-10-01",
                LEVIBOT_SYMBOLS="BTCUSDT,ETHUSDT", LEVIBOT_TRAIN_DAYS="3", LEVIBOT_OPTUNA_TRIALS="1",
-               LEVIBOT_TFT_MAX_MINUTES="0.05", LEVIBOT_THREADS="1")
+               LEVIBOT_TFT_MAX_MINUTES="0.05", LEVIBOT_THREADS="1",
+               LEVIBOT_EXECUTOR="in_process")  # the steps in the CLI's process: no interpreter start per step
     layout = DataLayout(data)
 
     data_run = _materialize(env, "raw_ohlcv,features", "2025-10-02|BTCUSDT...2025-10-05|ETHUSDT")
