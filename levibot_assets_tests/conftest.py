@@ -41,3 +41,12 @@ def levibot_env(monkeypatch, tmp_path):
 
     yield apply
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def dagster_dev(tmp_path_factory):
+    """One running `dagster dev` shared by the UI tests (levibot_assets_tests/dagster_dev.py)."""
+    from levibot_assets_tests.dagster_dev import running_dagster_dev
+
+    with running_dagster_dev(tmp_path_factory.mktemp("dagster-dev")) as server:
+        yield server
