@@ -87,7 +87,8 @@ def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(le
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         assert failure.step_key == "raw_ohlcv"
         message = failure.event_specific_data.error.message
-        assert f"{BAD_DAY}|BTCUSDT: check consistent_bars failed" in message and "1 of 3 partition(s) failed" in message
+        assert f"{BAD_DAY}|BTCUSDT: not stored, check consistent_bars failed" in message
+        assert "1 of 3 partition(s) failed" in message
         (bad,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert (bad.check_name, bad.partition, bad.severity) == ("consistent_bars", f"{BAD_DAY}|BTCUSDT",
                                                                   dg.AssetCheckSeverity.ERROR)

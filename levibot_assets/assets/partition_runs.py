@@ -95,13 +95,13 @@ def materialize_partitions(
         try:
             result = compute(date, symbol)
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
-            failed[str(key)] = f"{type(exc).__name__}: {exc}"
+            failed[str(key)] = f"not stored, {type(exc).__name__}: {exc}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
             continue
         yield from (_evaluation(asset_key, str(key), check) for check in result.checks)
         if blocked := _blocking_failures(result.checks):
-            failed[str(key)] = blocked
-            context.log.error(f"{asset_key.to_user_string()} {key}: not stored, {blocked}")
+            failed[str(key)] = f"not stored, {blocked}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
             continue
         metadata = {**result.metadata, **result.store()}
         written[str(key)] = metadata
@@ -109,8 +109,8 @@ def materialize_partitions(
         verified = list(result.verify())
         yield from (_evaluation(asset_key, str(key), check) for check in verified)
         if blocked := _blocking_failures(verified):
-            failed[str(key)] = blocked
-            context.log.error(f"{asset_key.to_user_string()} {key}: stored, but {blocked}")
+            failed[str(key)] = f"stored, but {blocked}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
         if n % progress_every == 0 or n == len(partitions):
             elapsed = time.monotonic() - started
             left = elapsed / n * (len(partitions) - n)
@@ -125,7 +125,7 @@ def materialize_partitions(
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
         raise dg.Failure(
             description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
-            f"and kept their previous files:\n{lines}",
+            f"(what was not stored kept its previous files):\n{lines}",
             metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
         )
     yield from _check_outputs(context)
