@@ -26,6 +26,7 @@ from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
 from levibot_assets.core.release.deploy import list_releases, rollback
 from levibot_assets.core.release.store import ReleaseError
+from levibot_assets.core.tables import read_parquet_file
 from levibot_assets.settings import SettingsError, get_settings, validate_symbol
 
 # Bad input of any kind (variables, options, files): one line naming it, exit status 2, no traceback.
@@ -69,15 +70,6 @@ def _symbol_option(required: bool) -> Callable[[argparse.ArgumentParser], None]:
         parser.add_argument("--symbol", required=required, type=_symbol, help="exchange id, e.g. BTCUSDT")
 
     return add
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    """pd.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
-    try:
-        return pd.read_parquet(path)
-    except (pyarrow.ArrowException, ValueError) as exc:
-        reason = str(exc).split("'<Buffer>': ", 1)[-1]
-        raise ValueError(f"{path} is not a readable parquet file: {reason}") from None
 
 
 def _fmt(x: float | None) -> str:
@@ -136,7 +128,7 @@ def predict(args: argparse.Namespace) -> int:
     dates = layout.table_dates("features", args.symbol)
     if not dates:
         raise ReleaseError(f"no features stored for {args.symbol} under {layout.root}: materialize features first")
-    frame = pd.concat([_read_parquet(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
+    frame = pd.concat([read_parquet_file(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
     served = ServedModel(layout, args.symbol)
     p_up = float(served.predict_proba(frame)[-1])
     bar = frame["timestamp"].iloc[-1]

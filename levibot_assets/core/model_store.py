@@ -11,7 +11,7 @@ from pathlib import Path
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import TrainedModel, model_class
-from levibot_assets.core.tables import MissingPartition
+from levibot_assets.core.tables import missing_partition
 
 
 def _metrics_path(layout: DataLayout, date: dt.date | str, symbol: str, model_type: str) -> Path:
@@ -29,10 +29,6 @@ def save_trained_model(layout: DataLayout, date: dt.date | str, symbol: str, tra
 def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str, symbol: str) -> TrainedModel:
     metrics = _metrics_path(layout, date, symbol, model_type)
     if not metrics.exists():
-        key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
-        raise MissingPartition(
-            f"{model_type}_model partition {key} has not been materialized (no {metrics}): "
-            f"materialize {model_type}_model for {key} first"
-        )
+        raise missing_partition(f"{model_type}_model", date, symbol, metrics)
     model = model_class(model_type).load(layout.model_dir(date, symbol))
     return TrainedModel(model=model, metrics=json.loads(metrics.read_text()))

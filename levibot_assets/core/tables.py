@@ -25,22 +25,26 @@ def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str
 
 
 def read_parquet_file(path: Path) -> pd.DataFrame:
-    """pandas.read_parquet, with the file named when its bytes are not a readable parquet table."""
+    """pandas.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
     try:
         return pd.read_parquet(path)
-    except (pyarrow.ArrowException, OSError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+    except (pyarrow.ArrowException, ValueError) as exc:
+        reason = str(exc).split("'<Buffer>': ", 1)[-1]
+        raise ValueError(f"{path} is not a readable parquet file: {reason}") from None
+
+
+def missing_partition(asset: str, date: dt.date | str, symbol: str, path: Path) -> MissingPartition:
+    """The error for an upstream partition whose file `path` is not there, saying what to materialize."""
+    key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
+    return MissingPartition(
+        f"{asset} partition {key} has not been materialized (no file {path}): materialize {asset} for {key} first"
+    )
 
 
 def read_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str) -> pd.DataFrame:
     path = layout.table(asset, date, symbol)
     if not path.exists():
-        key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
-        raise MissingPartition(
-            f"{asset} partition {key} has not been materialized (no file {path}): materialize {asset} for {key} first"
-        )
+        raise missing_partition(asset, date, symbol, path)
     return read_parquet_file(path)
 
 
