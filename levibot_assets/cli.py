@@ -16,12 +16,12 @@ import os
 import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 import pyarrow
 
+from levibot_assets.core import object_store
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
 from levibot_assets.core.release.deploy import list_releases, rollback
@@ -30,7 +30,7 @@ from levibot_assets.core.tables import read_parquet_file
 from levibot_assets.settings import SettingsError, get_settings, validate_symbol
 
 # Bad input of any kind (variables, options, files): one line naming it, exit status 2, no traceback.
-INPUT_ERRORS = (SettingsError, ReleaseError, MarketDataError, ValueError, OSError, pyarrow.ArrowException)
+INPUT_ERRORS = (SettingsError, ReleaseError, object_store.ObjectStoreError, MarketDataError, ValueError, OSError, pyarrow.ArrowException)
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     """Settings first, so a bad LEVIBOT_* variable stops every subcommand; then the data directory,
     which as a file would fail deep inside a command, or list nothing as if it were empty."""
     settings = get_settings()
-    root = Path(args.data_dir or settings.data_dir)
-    if root.exists() and not root.is_dir():
+    root = DataLayout(args.data_dir or settings.data_dir).root
+    if not object_store.is_remote(root) and root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{'--data-dir' if args.data_dir else 'LEVIBOT_DATA_DIR'} {root} is not a directory")
 
 

@@ -3,6 +3,9 @@
     model = load_current("BTCUSDT")          # verifies manifest hashes, then loads
     p_up = model.predict_proba(features)     # per call: one os.readlink; reload if the link moved
 
+With the data directory on an object store, current/<SYMBOL> is a pointer object: reading it is a
+GET, so it is read at most every `refresh_s` seconds (default 1 s there, every call on local disk).
+
 `features` is a DataFrame of rows (an array of P(up) back), or, for a LightGBM release, one row:
 a mapping of feature name to value ({"ret_1": 0.001, ...}, extra keys ignored) or a 1-D array /
 sequence of the values in core.features.FEATURE_COLUMNS order (a float back, through LightGBM's
@@ -18,16 +21,20 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
+import time
 
 import numpy as np
 import pandas as pd
 
+from levibot_assets.core.atomic import read_link, resolve_link
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.lgbm import FeatureInputError
 from levibot_assets.core.model_api import Classifier
 from levibot_assets.core.release.store import ReleaseError, load_release
 from levibot_assets.settings import get_settings
+
+
+REMOTE_REFRESH_S = 1.0
 
 
 class NoRelease(ReleaseError):
@@ -37,10 +44,12 @@ class NoRelease(ReleaseError):
 class ServedModel:
     """The current release of one symbol; cheap to call, reloads when the symlink changes."""
 
-    def __init__(self, layout: DataLayout, symbol: str):
+    def __init__(self, layout: DataLayout, symbol: str, refresh_s: float | None = None):
         self.layout = layout
         self.symbol = symbol
         self.link = layout.current_link(symbol)
+        self.refresh_s = (REMOTE_REFRESH_S if layout.remote else 0.0) if refresh_s is None else refresh_s
+        self._checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._target: str | None = None
         self._failed_target: str | None = None
@@ -54,17 +63,14 @@ class ServedModel:
         self._load(target, strict=True)
 
     def _read_link(self) -> str | None:
-        try:
-            return os.readlink(self.link)
-        except FileNotFoundError:
-            return None
+        return read_link(self.link)
 
     def _load(self, target: str, strict: bool) -> None:
         with self._lock:
             if target in (self._target, self._failed_target):
                 return
             try:
-                model, manifest = load_release(Path(os.path.normpath(self.link.parent / target)))
+                model, manifest = load_release(resolve_link(self.link, target))
             except Exception as exc:
                 if strict:
                     raise
@@ -76,7 +82,12 @@ class ServedModel:
             self.reloads += 1
 
     def refresh(self) -> None:
-        """Follow the symlink if it moved (called before every prediction; one readlink when unchanged)."""
+        """Follow the link if it moved (called before every prediction; one readlink when unchanged)."""
+        if self.refresh_s:
+            now = time.monotonic()
+            if now - self._checked_at < self.refresh_s:
+                return
+            self._checked_at = now
         target = self._read_link()
         if target is not None and target != self._target and target != self._failed_target:
             self._load(target, strict=False)
@@ -102,9 +113,9 @@ class ServedModel:
         return model.predict_proba(features)
 
 
-def load_current(symbol: str, data_dir: str | os.PathLike | None = None) -> ServedModel:
-    """The model in service for `symbol` under `data_dir` (default: LEVIBOT_DATA_DIR)."""
-    return ServedModel(DataLayout(data_dir or get_settings().data_dir), symbol)
+def load_current(symbol: str, data_dir: str | os.PathLike | None = None, refresh_s: float | None = None) -> ServedModel:
+    """The model in service for `symbol` under `data_dir` (default: LEVIBOT_DATA_DIR; a path or s3:// URL)."""
+    return ServedModel(DataLayout(data_dir or get_settings().data_dir), symbol, refresh_s)
 
 
 __all__ = ["FeatureInputError", "NoRelease", "ServedModel", "load_current"]

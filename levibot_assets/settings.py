@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Mapping, Optional, get_args
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from levibot_assets.core import object_store
 from levibot_assets.core.metrics import METRICS
 
 SOURCES = ("synthetic", "ccxt", "files")
@@ -204,6 +205,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _local_or_supported_store(cls, value: str) -> str:
+        protocol = value.split("://", 1)[0].lower() if "://" in value else "file"
+        if protocol not in ("file", *object_store.PROTOCOLS):
+            raise ValueError(
+                f"LEVIBOT_DATA_DIR={value!r}: {protocol}:// is not supported (a local path or s3://bucket/prefix)"
+            )
+        return value
 
     @field_validator("ccxt_options", mode="before")
     @classmethod

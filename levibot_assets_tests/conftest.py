@@ -50,3 +50,27 @@ def dagster_dev(tmp_path_factory):
 
     with running_dagster_dev(tmp_path_factory.mktemp("dagster-dev")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """One moto S3 server on 127.0.0.1 for the session (levibot_assets_tests/s3_server.py)."""
+    from levibot_assets_tests.s3_server import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_data_dir(s3_endpoint, monkeypatch) -> str:
+    """`s3://<fresh bucket>/data` on the local server, with the AWS variables pointing there."""
+    import uuid
+
+    from levibot_assets_tests.s3_server import aws_env, create_bucket
+
+    for name, value in aws_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    bucket = f"levibot-{uuid.uuid4().hex[:12]}"
+    create_bucket(s3_endpoint, bucket)
+    return f"s3://{bucket}/data"
+

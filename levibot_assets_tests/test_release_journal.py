@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from levibot_assets.cli import main
-from levibot_assets.core.atomic import append_line, atomic_write_bytes
+from levibot_assets.core import object_store
+from levibot_assets.core.atomic import append_line, atomic_write_bytes, read_link, resolve_link
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.release.decision import NOTHING_IN_SERVICE
 from levibot_assets.core.release.deploy import (
@@ -40,8 +41,14 @@ D0, D1, D2 = "2025-10-01", "2025-10-02", "2025-10-03"
 
 
 @pytest.fixture
-def layout(tmp_path) -> DataLayout:
+def layout(request, tmp_path) -> DataLayout:
+    """The data directory on local disk, or with `indirect` parameter "s3" on the local S3 server."""
+    if getattr(request, "param", "local") == "s3":
+        return DataLayout(request.getfixturevalue("s3_data_dir"))
     return DataLayout(tmp_path / "data")
+
+
+BOTH_STORES = pytest.mark.parametrize("layout", ["local", "s3"], indirect=True)
 
 
 def _publish(layout: DataLayout, date: str, model_type: str = "lgbm", text: str = "model", symbol: str = SYMBOL,
@@ -67,12 +74,14 @@ def assert_history_matches_service(layout: DataLayout, symbols=(SYMBOL,), settle
 
 def assert_best_links_resolve(layout: DataLayout) -> None:
     for link in layout.root.glob("best_*"):
-        assert link.exists(), f"{link} -> {os.readlink(link)} dangles"
+        target = read_link(link)
+        assert resolve_link(link, target).is_file(), f"{link} -> {target} dangles"
 
 
 # ------------------------------------------------------------------------- history written ahead, repaired
 
 
+@BOTH_STORES
 def test_events_record_every_change_in_order(layout):
     _publish(layout, D0)
     _publish(layout, D1)
@@ -192,19 +201,33 @@ def test_the_asset_scores_the_champion_with_the_id_publish_checks(layout):
 # ------------------------------------------------------------------------- best_* links
 
 
+def _best(layout: DataLayout, model_type: str, suffix: str) -> tuple[str, str, str] | None:
+    """(date, symbol, file name) of the release file best_<type><suffix> points at, None without a link."""
+    link = layout.best_link(model_type, suffix)
+    target = read_link(link)
+    if target is None:
+        return None
+    parts = str(resolve_link(link, target)).removeprefix(f"{layout.root}/").split("/")
+    assert parts[0] == "releases", parts
+    return parts[1], parts[2], parts[-1]
+
+
+@BOTH_STORES
 def test_best_links_follow_re_releases_and_rollbacks_and_never_dangle(layout):
     _publish(layout, D0, "lgbm", score=0.6)
     _publish(layout, D0, "lgbm", symbol="ETHUSDT", score=0.7)
-    assert os.readlink(layout.best_link("lgbm", ".txt")) == f"releases/{D0}/ETHUSDT/lgbm.txt"
+    assert _best(layout, "lgbm", ".txt") == (D0, "ETHUSDT", "lgbm.txt")
+    if not layout.remote:  # a relative symlink, as a trading engine on the same disk follows it
+        assert os.readlink(layout.best_link("lgbm", ".txt")) == f"releases/{D0}/ETHUSDT/lgbm.txt"
     _publish(layout, D0, "tft", symbol="ETHUSDT", score=0.9)  # re-release as another model type
-    assert os.readlink(layout.best_link("lgbm", ".txt")) == f"releases/{D0}/{SYMBOL}/lgbm.txt"
-    assert os.readlink(layout.best_link("tft", ".ckpt")) == f"releases/{D0}/ETHUSDT/tft.ckpt"
+    assert _best(layout, "lgbm", ".txt") == (D0, SYMBOL, "lgbm.txt")
+    assert _best(layout, "tft", ".ckpt") == (D0, "ETHUSDT", "tft.ckpt")
     _publish(layout, D0, "tft", score=0.5)  # the last lgbm in service is replaced: no best lgbm
-    assert not os.path.lexists(layout.best_link("lgbm", ".txt"))
+    assert _best(layout, "lgbm", ".txt") is None
     _publish(layout, D1, "lgbm", symbol="ETHUSDT")
     rollback(layout, "ETHUSDT", D0)
-    assert os.readlink(layout.best_link("tft", ".ckpt")) == f"releases/{D0}/ETHUSDT/tft.ckpt"
-    assert not os.path.lexists(layout.best_link("lgbm", ".txt"))
+    assert _best(layout, "tft", ".ckpt") == (D0, "ETHUSDT", "tft.ckpt")
+    assert _best(layout, "lgbm", ".txt") is None
     assert_best_links_resolve(layout)
 
 
@@ -290,6 +313,7 @@ def test_a_link_to_a_missing_or_foreign_release_is_listed_as_current(layout):
 WRITERS = """
     import itertools, os, random, sys, traceback
     from pathlib import Path
+    from levibot_assets.core import object_store
     from levibot_assets.core.atomic import atomic_write_text
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.release.decision import ReleaseDecision
@@ -320,6 +344,7 @@ WRITERS = """
                 pass  # nothing to roll back to, or the champion changed meanwhile
 
     layout = DataLayout(sys.argv[1])
+    object_store.LEASE_S = float(sys.argv[2])  # a killed writer's lock lapses after this
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() == "reap":
@@ -341,8 +366,9 @@ WRITERS = """
 
 
 def _observe(layout: DataLayout, seen: dict[str, list[str]], stop: threading.Event) -> None:
-    """Record every distinct state of current/<SYMBOL> this thread catches, in order."""
-    while not stop.is_set():
+    """Record every distinct state of current/<SYMBOL> this thread catches, in order (on S3 at a pace
+    that leaves the single local server to the writers)."""
+    while not stop.wait(0.05 if layout.remote else 0):
         for symbol, states in seen.items():
             state = in_service_id(layout, symbol)
             if state != NOTHING_IN_SERVICE and (not states or states[-1] != state):
@@ -354,25 +380,34 @@ def _is_subsequence(observed: list[str], recorded: list[str]) -> bool:
     return all(state in remaining for state in observed)
 
 
-def test_sigkill_at_random_instants_never_loses_or_reorders_history(layout):
+# rounds, and the window each writer lives in before its SIGKILL (s). A publish is ~1 s of requests
+# to the local S3 server, and a writer killed inside a lock holds it until its lease (3 s) lapses.
+KILL_ROUNDS = {"local": (18, 0.02, 0.25), "s3": (7, 0.3, 4.0)}
+TEST_LEASE_S = 3.0
+
+
+@pytest.mark.parametrize("layout", ["local", pytest.param("s3", marks=pytest.mark.slow)], indirect=True)
+def test_sigkill_at_random_instants_never_loses_or_reorders_history(layout, monkeypatch):
+    rounds, earliest_s, latest_s = KILL_ROUNDS["s3" if layout.remote else "local"]
+    monkeypatch.setattr(object_store, "LEASE_S", TEST_LEASE_S)  # for the writer that takes over at the end
     rng = random.Random(11)
     symbols = ("BTCUSDT", "ETHUSDT")
     seen: dict[str, list[str]] = {s: [] for s in symbols}
     stop = threading.Event()
     observer = threading.Thread(target=_observe, args=(layout, seen, stop), daemon=True)
     proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(WRITERS), str(layout.root)], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        [sys.executable, "-c", textwrap.dedent(WRITERS), str(layout.root), str(TEST_LEASE_S)], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
         observer.start()
-        for _ in range(18):
+        for _ in range(rounds):
             proc.stdin.write(f"{rng.randrange(10**6)} {rng.randrange(10**6)}\n")
             proc.stdin.flush()
             pids = [int(p) for p in proc.stdout.readline().split()]
             for pid in pids:  # two writers at once, each killed at its own instant
-                time.sleep(rng.uniform(0.02, 0.25))
+                time.sleep(rng.uniform(earliest_s, latest_s))
                 os.kill(pid, signal.SIGKILL)
             proc.stdin.write("reap\n")
             proc.stdin.flush()

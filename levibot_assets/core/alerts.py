@@ -67,7 +67,6 @@ def append_alert(path: Path, alert: Alert) -> None:
 
 def read_alerts(path: Path) -> list[dict[str, Any]]:
     """All alerts recorded so far (empty when none was ever sent)."""
-    path = Path(path)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,4 +1,8 @@
-"""Crash-safe file operations: a reader sees the old file or the new one, never a torn one."""
+"""Crash-safe file operations: a reader sees the old file or the new one, never a torn one.
+
+Paths are local (pathlib) or on an object store (core.object_store); each operation here does the
+same thing on both, by the means each has (rename and symlink here, single PUTs there).
+"""
 from __future__ import annotations
 
 import fcntl
@@ -8,9 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from levibot_assets.core import object_store
+
 
 def fsync_dir(directory: Path) -> None:
-    """Make a rename or new entry in `directory` durable."""
+    """Make a rename or new entry in `directory` durable (nothing to do on an object store)."""
+    if object_store.is_remote(directory):
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -38,8 +46,11 @@ def _create_temp(path: Path) -> tuple[int, Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temp file in the same directory, fsync, then os.replace over `path`.
 
-    The file gets the mode of a normally created file (0o666 & ~umask).
+    The file gets the mode of a normally created file (0o666 & ~umask). On an object store: one PUT.
     """
+    if object_store.is_remote(path):
+        object_store.put(path, data)
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -87,7 +98,11 @@ def append_line(path: str | os.PathLike, line: str) -> Path:
     Concurrent writers (threads or processes) never interleave; the flock also covers filesystems
     where appends are not atomic (NFS). A crash mid-write leaves a torn last line, which the next
     append cuts off before writing (readers skip it meanwhile). New files get 0o666 & ~umask.
+    On an object store: a conditional PUT of the whole object (object_store.append).
     """
+    if object_store.is_remote(path):
+        object_store.append(path, line.encode("utf-8"))
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -110,6 +125,36 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     return atomic_write_bytes(path, parquet_bytes(df))
+
+
+def set_link(link, target) -> None:
+    """Point `link` at the path `target` (a relative symlink, or a pointer object on an object store)."""
+    if object_store.is_remote(link):
+        object_store.put(link, (object_store.relative(target, link.parent) + "\n").encode("utf-8"))
+    else:
+        atomic_symlink(os.path.relpath(target, link.parent), link)
+
+
+def read_link(link) -> str | None:
+    """The relative target `link` holds, or None when there is no link."""
+    if object_store.is_remote(link):
+        return object_store.read_pointer(link)
+    try:
+        return os.readlink(link)
+    except FileNotFoundError:
+        return None
+
+
+def resolve_link(link, target: str):
+    """The path a link's relative `target` (as read_link gives it) names."""
+    if object_store.is_remote(link):
+        return object_store.resolve(link, target)
+    return Path(os.path.normpath(link.parent / target))
+
+
+def is_link(path) -> bool:
+    """A symlink, or on an object store any object where links live (they hold nothing else)."""
+    return path.is_file() if object_store.is_remote(path) else path.is_symlink()
 
 
 def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> Path:

@@ -6,6 +6,9 @@
     current/<SYMBOL> -> ../releases/<date>/<SYMBOL>
     best_lgbm.txt, best_tft.ckpt -> releases/...   alerts.jsonl
     predictions/<date>/<SYMBOL>.parquet             test-day P(up) of every model scored by best_release
+
+The root is a local directory (the default) or an object-store URL such as `s3://bucket/prefix`
+(core.object_store): the same keys, with pointer objects where the local layout has symlinks.
 """
 from __future__ import annotations
 
@@ -14,9 +17,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from levibot_assets.core import object_store
+
 
 def _date_str(date: dt.date | str) -> str:
     return date if isinstance(date, str) else date.isoformat()
+
+
+def open_root(location: str | os.PathLike) -> Path:
+    """A local directory as an absolute Path, or an object-store URL (`s3://...`) as its UPath."""
+    text = os.fspath(location)
+    if "://" in text and not text.startswith("file://"):
+        return object_store.open_root(text)
+    return Path(text.removeprefix("file://")).absolute()
 
 
 @dataclass(frozen=True)
@@ -24,7 +37,12 @@ class DataLayout:
     root: Path
 
     def __init__(self, root: str | os.PathLike):
-        object.__setattr__(self, "root", Path(root).absolute())
+        object.__setattr__(self, "root", root if object_store.is_remote(root) else open_root(root))
+
+    @property
+    def remote(self) -> bool:
+        """True when the data directory is on an object store."""
+        return object_store.is_remote(self.root)
 
     def table(self, asset: str, date: dt.date | str, symbol: str) -> Path:
         """Dated parquet file of a tabular asset partition."""
@@ -32,10 +50,7 @@ class DataLayout:
 
     def table_dates(self, asset: str, symbol: str) -> list[str]:
         """Dates (YYYY-MM-DD, oldest first) that have a stored partition of `asset` for `symbol`."""
-        base = self.root / asset
-        if not base.is_dir():
-            return []
-        return sorted(d.name for d in base.iterdir() if (d / f"{symbol}.parquet").is_file())
+        return sorted(p.parent.name for p in (self.root / asset).glob(f"*/{symbol}.parquet"))
 
     def predictions(self, date: dt.date | str, symbol: str) -> Path:
         """best_release's test-day predictions of every candidate, baseline and the champion."""

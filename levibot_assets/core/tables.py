@@ -6,12 +6,14 @@ the range. Writes are atomic (core.atomic); reads name the file when it is missi
 from __future__ import annotations
 
 import datetime as dt
+import io
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 import pyarrow
 
+from levibot_assets.core import object_store
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.layout import DataLayout
 
@@ -27,7 +29,7 @@ def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str
 def read_parquet_file(path: Path) -> pd.DataFrame:
     """pandas.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(io.BytesIO(path.read_bytes()) if object_store.is_remote(path) else path)
     except (pyarrow.ArrowException, ValueError) as exc:
         reason = str(exc).split("'<Buffer>': ", 1)[-1]
         raise ValueError(f"{path} is not a readable parquet file: {reason}") from None

@@ -7,7 +7,7 @@ from levibot_assets.core.layout import DataLayout
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Root of every file the pipeline writes (LEVIBOT_DATA_DIR)."""
+    """Root of every file the pipeline writes (LEVIBOT_DATA_DIR: a local path or s3://bucket/prefix)."""
 
     data_dir: str
 

@@ -10,7 +10,8 @@ On disk (paths from DataLayout only; one release directory is release.store's co
 Crash safety: a release is complete in place (store.install_dir) before current/<SYMBOL> is swapped
 with an atomic symlink replace, so a crash at any instant leaves current/ pointing at a complete
 release. Processes writing the same summary/symbol serialise on fcntl.flock lock files;
-history.jsonl, shared by all symbols, is appended under a flock of its own.
+history.jsonl, shared by all symbols, is appended under a flock of its own. On an object store the
+links are pointer objects, the locks lease objects and the appends conditional PUTs (core.object_store).
 
 What is in service changes only in one critical section per symbol (`_change_service`, under the
 symbol lock): re-read what is served, append the history event (fsynced), then make the change.
@@ -33,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from levibot_assets.core.atomic import append_line, atomic_symlink, atomic_write_text, fsync_dir
+from levibot_assets.core import object_store
+from levibot_assets.core.atomic import (
+    append_line, atomic_write_text, fsync_dir, is_link, read_link, resolve_link, set_link,
+)
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import MODEL_FAMILIES
@@ -41,6 +45,7 @@ from levibot_assets.core.release.decision import NOTHING_IN_SERVICE, ReleaseDeci
 from levibot_assets.core.release.store import (
     MANIFEST,
     ReleaseError,
+    release_file,
     install_dir,
     json_text,
     jsonable,
@@ -60,8 +65,15 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def file_lock(layout: DataLayout, name: str) -> Iterator[None]:
-    """Exclusive fcntl.flock on layout.lock_file(name): serialises writers across processes."""
+    """Exclusive fcntl.flock on layout.lock_file(name): serialises writers across processes.
+
+    On an object store, a lease object (object_store.lease): serialises writers across hosts.
+    """
     path = layout.lock_file(name)
+    if layout.remote:
+        with object_store.lease(path):
+            yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -78,12 +90,10 @@ def current_release_dir(layout: DataLayout, symbol: str) -> Path | None:
     """The release directory current/<SYMBOL> points at, or None when nothing is in service."""
     link = layout.current_link(symbol)
     try:
-        target = os.readlink(link)
-    except FileNotFoundError:
-        return None
+        target = read_link(link)
     except OSError as exc:
         raise ReleaseError(f"{link} is not a symlink ({exc}): fix it by hand or roll back") from None
-    return Path(os.path.normpath(link.parent / target))
+    return None if target is None else resolve_link(link, target)
 
 
 def current_release_date(layout: DataLayout, symbol: str) -> str | None:
@@ -103,9 +113,7 @@ def in_service_id(layout: DataLayout, symbol: str) -> str:
 
 
 def _point_current(layout: DataLayout, date: str, symbol: str) -> None:
-    link = layout.current_link(symbol)
-    target = os.path.relpath(layout.release_dir(date, symbol), link.parent)
-    atomic_symlink(target, link)
+    set_link(layout.current_link(symbol), layout.release_dir(date, symbol))
 
 
 def _linked_symbols(layout: DataLayout) -> list[str]:
@@ -113,12 +121,12 @@ def _linked_symbols(layout: DataLayout) -> list[str]:
     current = layout.current_dir
     if not current.is_dir():
         return []
-    return sorted(p.name for p in current.iterdir() if p.is_symlink() and not p.name.startswith("."))
+    return sorted(p.name for p in current.iterdir() if is_link(p) and not p.name.startswith("."))
 
 
 def _best_links(layout: DataLayout) -> list[Path]:
     """The best_* links there are now (not the hidden temp links of a swap in progress)."""
-    return [p for p in layout.root.glob(layout.best_link("*", "").name) if p.is_symlink()]
+    return [p for p in layout.root.glob(layout.best_link("*", "").name) if is_link(p)]
 
 
 def _drop_best_links_into(layout: DataLayout, release_dir: Path) -> None:
@@ -129,7 +137,8 @@ def _drop_best_links_into(layout: DataLayout, release_dir: Path) -> None:
     """
     dropped = False
     for link in _best_links(layout):
-        if Path(os.path.normpath(link.parent / os.readlink(link))).parent == release_dir:
+        target = read_link(link)
+        if target is not None and release_dir in resolve_link(link, target).parents:
             link.unlink(missing_ok=True)
             dropped = True
     if dropped:
@@ -153,7 +162,8 @@ def _refresh_best_links(layout: DataLayout) -> None:
         metric = manifest.get("select_metric", "auc")
         score = (manifest.get("decision", {}).get("scores") or {}).get("challenger")
         family = MODEL_FAMILIES.get(model_type)  # the file a best_<type> link points at
-        path = release_dir / (family.main_file if family else next(iter(manifest["files"])))
+        name = family.main_file if family else next(iter(manifest["files"]))
+        path = release_file(release_dir, name, manifest["files"].get(name, {}).get("sha256"))
         if not is_score(score) or not path.is_file():
             continue
         key = float(score) if higher_is_better(metric) else -float(score)
@@ -162,7 +172,7 @@ def _refresh_best_links(layout: DataLayout) -> None:
     kept = set()
     for model_type, (_, path) in best.items():
         link = layout.best_link(model_type, path.suffix)
-        atomic_symlink(os.path.relpath(path, link.parent), link)
+        set_link(link, path)
         kept.add(link)
     stale = [link for link in _best_links(layout) if link not in kept]
     for link in stale:

@@ -4,9 +4,12 @@
 
 A release is assembled in a staging directory (model files, then manifest.json last, each fsynced)
 and put in place with one rename (an atomic renameat2 exchange when an older copy is there), so a
-reader sees the old release or the new one, never a mix. Checkpoints are pickles: models are only
-ever loaded from bytes whose sha256 matched the manifest, and `check_files` is the one comparison
-of files against their sha256 that the loader, the listing and the quality rule all go through.
+reader sees the old release or the new one, never a mix. On an object store (no rename) the files
+are uploaded under their content, `<SYMBOL>/<sha256[:16]>/<name>`, never overwriting a file another
+manifest lists, and the manifest PUT last is the one write that switches to the new release.
+Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest,
+and `check_files` is the one comparison of files against their sha256 that the loader, the listing
+and the quality rule all go through.
 
 Which release is in service, and the history of that, is release.deploy's concern.
 """
@@ -28,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from levibot_assets.core.atomic import atomic_write_text, fsync_dir
+from levibot_assets.core import object_store
+from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, model_class
 
@@ -101,8 +105,15 @@ def library_versions() -> dict[str, str | None]:
 # ----------------------------------------------------------------------------- verify and load
 
 
+def release_file(release_dir: Path, name: str, sha256: str | None) -> Path:
+    """Where a release keeps the file `name`: beside the manifest, or under its hash on an object store."""
+    if object_store.is_remote(release_dir):
+        return release_dir / str(sha256)[:16] / name
+    return release_dir / name
+
+
 def read_manifest(release_dir: Path) -> dict:
-    path = Path(release_dir) / MANIFEST
+    path = release_dir / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -125,12 +136,11 @@ def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> t
     MISMATCH. The bytes returned are the ones that were hashed, so a caller can use them without a
     second read that could see another file.
     """
-    directory = Path(directory)
     contents: dict[str, bytes] = {}
     problems: dict[str, str] = {}
     for name, sha256 in expected_sha256.items():
         try:
-            data = (directory / name).read_bytes()
+            data = release_file(directory, name, sha256).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             problems[name] = MISSING
             continue
@@ -143,16 +153,15 @@ def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> t
 
 def verified_files(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
     """The manifest and the bytes of every listed file, each checked against its sha256."""
-    release_dir = Path(release_dir)
     manifest = read_manifest(release_dir)
     contents, problems = check_files(release_dir, {name: info.get("sha256") for name, info in manifest["files"].items()})
     if problems:
         name, problem = next(iter(problems.items()))  # the first in manifest order
         if problem == MISSING:
             raise ReleaseError(f"{release_dir}: {name} listed in the manifest is missing")
+        path = release_file(release_dir, name, manifest["files"][name].get("sha256"))
         raise ReleaseError(
-            f"{release_dir / name} does not match the sha256 in its manifest: the file was modified or "
-            "damaged; refusing to load it"
+            f"{path} does not match the sha256 in its manifest: the file was modified or damaged; refusing to load it"
         )
     return manifest, contents
 
@@ -206,7 +215,20 @@ def _exchange_paths(a: Path, b: Path) -> bool:
 
 
 def install_dir(staging: Path, final: Path) -> None:
-    """Put a complete staging directory at `final` in one rename (replacing an older copy atomically)."""
+    """Put a complete staging directory at `final` in one rename (replacing an older copy atomically).
+
+    On an object store: upload every file the staged manifest lists under its hash (one already
+    there is the same bytes), then the manifest, whose PUT is the switch.
+    """
+    if object_store.is_remote(final):
+        manifest = (staging / MANIFEST).read_bytes()
+        for name, info in json.loads(manifest)["files"].items():
+            target = release_file(final, name, info["sha256"])
+            if not target.exists():
+                atomic_write_bytes(target, (staging / name).read_bytes())
+        atomic_write_bytes(final / MANIFEST, manifest)
+        shutil.rmtree(staging)
+        return
     if not final.exists():
         os.rename(staging, final)
     elif _exchange_paths(staging, final):
@@ -220,7 +242,12 @@ def install_dir(staging: Path, final: Path) -> None:
 
 
 def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
-    """Staging dirs left by a crashed writer (callers hold the symbol lock, so none is live)."""
+    """Staging dirs left by a crashed writer (callers hold the symbol lock, so none is live).
+
+    On an object store staging is a local temporary directory, gone with its process's /tmp.
+    """
+    if layout.remote:
+        return
     pattern = layout.release_staging_dir("*", symbol, "*").relative_to(layout.root)
     for stale in layout.root.glob(str(pattern)):
         shutil.rmtree(stale, ignore_errors=True)
@@ -252,8 +279,11 @@ def stage_release(layout: DataLayout, decision: ReleaseDecision) -> tuple[Path, 
     if decision.model is None:
         raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
     _remove_stale_staging(layout, decision.symbol)
-    staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
-    staging.mkdir(parents=True)
+    if layout.remote:
+        staging = Path(tempfile.mkdtemp(prefix=f"levibot-release-{decision.symbol}-"))
+    else:
+        staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
+        staging.mkdir(parents=True)
     try:
         written = [Path(p) for p in decision.model.save(staging)]
         if not written:
