@@ -28,8 +28,7 @@ import pandas as pd
 
 from levibot_assets.core.atomic import read_link, resolve_link
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.lgbm import FeatureInputError
-from levibot_assets.core.model_api import Classifier
+from levibot_assets.core.model_api import Classifier, FeatureInputError
 from levibot_assets.core.release.store import ReleaseError, load_release
 from levibot_assets.settings import get_settings
 

@@ -24,7 +24,6 @@ from levibot_assets.core.atomic import atomic_write_bytes
 from levibot_assets.core.dataset import TrainTest, align_to_rows, load_feature_window, split_window
 from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.features import contract_version
-from levibot_assets.core.lgbm import train_lgbm
 from levibot_assets.core.metrics import METRICS
 from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel
 from levibot_assets.core.model_store import save_trained_model
@@ -127,6 +126,8 @@ def train_and_evaluate(
 
 
 def _fit_lgbm(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
+    from levibot_assets.core.lgbm import train_lgbm  # LightGBM and Optuna load only when a model trains
+
     storage = (pipeline.optuna_storage or "").strip() or None  # the raw variable may carry spaces
     training = train_lgbm(data.train, horizon=pipeline.label_horizon, n_trials=pipeline.optuna_trials,
                           threads=pipeline.threads, storage=storage, study_name=study_name, progress=progress)

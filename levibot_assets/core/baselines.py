@@ -21,8 +21,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
@@ -65,7 +63,7 @@ class LogisticClassifier:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         x = frame[self.features].to_numpy(dtype="float64")
-        return expit(((x - self.mean) / self.scale) @ self.coef + self.intercept)
+        return _sigmoid(((x - self.mean) / self.scale) @ self.coef + self.intercept)
 
     def params(self) -> dict:
         return {"C": self.C, "penalty": "l2", "n_features": len(self.features)}
@@ -97,11 +95,19 @@ class LogisticClassifier:
                    data.get("facts"))
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit  # numerically stable; imported here with scikit-learn's cost
+
+    return expit(z)
+
+
 def _fit_fixed(x: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(mean, scale, coef, intercept) of an L2 logistic regression on standardised x."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[~(scale > 0)] = 1.0  # a constant feature: as StandardScaler does
+    from sklearn.linear_model import LogisticRegression  # here: ~2 s at import that data steps never need
+
     model = LogisticRegression(C=C, max_iter=1000)
     model.fit((x - mean) / scale, y)
     return mean, scale, model.coef_[0].astype("float64"), float(model.intercept_[0])
@@ -126,7 +132,7 @@ def fit_logistic(
             aucs = []
             for fold in folds:
                 mean, scale, coef, intercept = _fit_fixed(x[fold.train], y[fold.train], C)
-                p = expit(((x[fold.valid] - mean) / scale) @ coef + intercept)
+                p = _sigmoid(((x[fold.valid] - mean) / scale) @ coef + intercept)
                 aucs.append(roc_auc(y[fold.valid], p))
             fold_auc[float(C)] = float(np.mean(aucs))
         chosen = max(fold_auc, key=lambda c: (fold_auc[c], -c))

@@ -48,7 +48,7 @@ import pandas as pd  # noqa: E402
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import log_loss
-from levibot_assets.core.model_api import MODEL_FAMILIES
+from levibot_assets.core.model_api import MODEL_FAMILIES, FeatureInputError
 from levibot_assets.core.splits import walk_forward_splits
 
 MODEL_FILE = MODEL_FAMILIES["lgbm"].main_file
@@ -58,10 +58,6 @@ Progress = Callable[[str], None]
 N_FEATURES = len(FEATURE_COLUMNS)
 _Row = ctypes.c_double * N_FEATURES
 _C_API_PREDICT_NORMAL, _C_API_DTYPE_FLOAT64 = 0, 1
-
-
-class FeatureInputError(ValueError):
-    """Features handed to predict_proba do not match the feature contract (message says how)."""
 
 
 def _missing_error(names) -> FeatureInputError:

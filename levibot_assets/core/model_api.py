@@ -18,6 +18,10 @@ import pandas as pd
 
 
 
+class FeatureInputError(ValueError):
+    """Features handed to predict_proba do not match the feature contract (message says how)."""
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One family of models, named once: the model store, releases, serving and the Dagster assets

@@ -1,18 +1,14 @@
 """PNG plots of an evaluation: what the trading rule earned vs buy-and-hold, and what the model used.
 
-Rendered off-screen (matplotlib Agg) into bytes; the caller decides where they go.
+Rendered off-screen (matplotlib Agg) into bytes; the caller decides where they go. matplotlib is
+imported on the first plot: it costs about a second at import, which every step process would pay.
 """
 from __future__ import annotations
 
 import io
 from typing import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from levibot_assets.core.evaluation import Evaluation  # noqa: E402
+from levibot_assets.core.evaluation import Evaluation
 
 DPI = 90
 
@@ -20,6 +16,11 @@ DPI = 90
 def evaluation_png(evaluation: Evaluation, title: str, importance: Mapping[str, float] | None = None) -> bytes:
     """Cumulative net log return of the rule for each model and the best baseline vs buy-and-hold;
     a second panel with the feature importance when the model provides one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     panels = 2 if importance else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), dpi=DPI, squeeze=False)
     ax = axes[0][0]
