@@ -147,8 +147,6 @@ class Settings(BaseSettings):
     symbols: Annotated[tuple[str, ...], NoDecode] = _var("LEVIBOT_SYMBOLS", ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
     source: Literal[SOURCES] = _var("LEVIBOT_SOURCE", "synthetic")
     exchange: str = _var("LEVIBOT_EXCHANGE", "binance")
-    exchange_api_key: Optional[str] = _secret("LEVIBOT_EXCHANGE_API_KEY")
-    exchange_secret: Optional[str] = _secret("LEVIBOT_EXCHANGE_SECRET")
     ccxt_options: Annotated[dict, NoDecode] = Field(default_factory=dict, validation_alias="LEVIBOT_CCXT_OPTIONS", repr=False)
     files_dir: Optional[str] = _var("LEVIBOT_FILES_DIR")
     label_horizon: int = _var("LEVIBOT_LABEL_HORIZON", 15, ge=1, le=240)

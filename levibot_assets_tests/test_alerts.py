@@ -201,7 +201,7 @@ def test_range_runs_are_alerted_with_their_partition_range():
     assert _run_partition(dg.DagsterRun(job_name="j", tags={"dagster/partition": "2025-10-01|BTCUSDT"})) == "2025-10-01|BTCUSDT"
 
 
-SECRETS = ("SECRET-TOKEN-123", "API-KEY-7c41f0", "API-SECRET-e93b22")
+SECRETS = ("SECRET-TOKEN-123", "DB-PASSWORD-e93b22")
 
 
 def _secrets_found(root: Path) -> list[str]:
@@ -225,10 +225,12 @@ def _secrets_found(root: Path) -> list[str]:
 
 
 def test_secrets_stay_out_of_the_dagster_instance(levibot_env, tmp_path, monkeypatch):
-    """The webhook URL (with its token) and the exchange keys are used, yet stored nowhere Dagster keeps things."""
+    """The webhook URL (with its token) and the Optuna storage URL (with its password) are in the settings,
+    yet stored nowhere Dagster keeps things."""
     home = _levibot_home(tmp_path, monkeypatch)
     with Webhook(path=f"/hook?token={SECRETS[0]}") as hook:
-        settings = levibot_env(alert_webhook=hook.url, exchange_api_key=SECRETS[1], exchange_secret=SECRETS[2])
+        settings = levibot_env(alert_webhook=hook.url,
+                               optuna_storage=f"postgresql+psycopg2://levibot:{SECRETS[1]}@127.0.0.1:1/optuna")
         alerts = build_resources(settings)["alerts"]
         with dg.DagsterInstance.get() as instance:
             cursor = _tick(run_failure_alerts, instance, None, alerts)

@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 DAGSTER_SERVICES = ("user_code", "webserver", "daemon")
-SECRET_NAMES = ("DAGSTER_PG_PASSWORD", "LEVIBOT_EXCHANGE_API_KEY", "LEVIBOT_EXCHANGE_SECRET", "LEVIBOT_ALERT_WEBHOOK")
+SECRET_NAMES = ("DAGSTER_PG_PASSWORD", "LEVIBOT_ALERT_WEBHOOK")
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?::?[-?]([^}]*))?\}")
 
 

