@@ -1,4 +1,5 @@
-"""LEVIBOT_EXECUTOR=celery on a real broker: redis-server, a PostgreSQL instance, two Celery workers.
+"""LEVIBOT_EXECUTOR=celery on a real broker: redis-server, a PostgreSQL instance, two Celery workers,
+and the data directory on S3 (moto's server on 127.0.0.1), as hosts that share no disk would have it.
 
 Everything runs as local processes with the deployment's commands: `redis-server` (password set, so
 the test also checks that the secret never reaches the run storage), the instance of
@@ -13,7 +14,7 @@ one orchestrator process that launches them as `dagster asset materialize --part
    (each step's worker is read from dagster-celery's "Executing steps ... in celery worker" event);
 3. a run whose raw_ohlcv worker is SIGKILLed (its whole process group) once it has started the step:
    the executor sees the worker stop answering, queues the step again and the other worker finishes
-   the run; every file is whole (equal to the reference) since files are written by atomic rename.
+   the run; every object is whole (equal to the reference) since each is written by one PUT.
 
 Skips without redis-server/PostgreSQL, except in CI (CI=true), where it fails:
 scripts/install_system_deps.sh installs both.
@@ -56,8 +57,9 @@ def _range(first: str, last: str) -> str:
     return f"{partition_key(DATES[0], first)}...{partition_key(DATES[-1], last)}"
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for asset in ("raw_ohlcv", "features")
+def _files(root) -> dict[str, bytes]:
+    """{relative path: bytes} of the raw_ohlcv and features parquet files under a local or S3 root."""
+    return {str(p).removeprefix(f"{root}/"): p.read_bytes() for asset in ("raw_ohlcv", "features")
             for p in sorted((root / asset).rglob("*.parquet"))}
 
 
@@ -96,14 +98,14 @@ def _step_workers(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
 
 
 def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
-    postgres_server, redis_bin, levibot_env, tmp_path, monkeypatch  # noqa: F811
+    postgres_server, redis_bin, levibot_env, s3_data_dir, tmp_path, monkeypatch  # noqa: F811
 ):
     reference = _reference(levibot_env, tmp_path)
     db = postgres_server.create_database("dagster_celery")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(DOCKER / "dagster.yaml", home / "dagster.yaml")  # the deployment's instance, verbatim
-    data_dir = tmp_path / "data"
+    data_dir = DataLayout(s3_data_dir).root  # the AWS_* variables of the fixture reach the workers below
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIBOT_", "DAGSTER_"))}
     env.update(postgres_server.dagster_env(db))
     env.update(
@@ -148,7 +150,7 @@ def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
         assert used == {f"w1@{host}", f"w2@{host}"}, placed
 
         # 3. SIGKILL the worker running raw_ohlcv; the other one finishes the run
-        shutil.rmtree(data_dir)
+        data_dir.fs.rm(data_dir.path, recursive=True)
         orchestrator.send([_range(SYMBOLS[0], SYMBOLS[-1])])
         known = {r.run_id for r in runs}
 
@@ -180,9 +182,9 @@ def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
         else:  # the step had ended before the kill: the survivor took the next one
             assert steps == [("raw_ohlcv", node), ("features", f"{survivor}@{host}")], steps
         assert _files(data_dir) == reference, "a file differs after the worker was killed"
-        leftovers = [p for p in data_dir.rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
-        assert all(p.name.startswith(".") for p in leftovers), leftovers  # at most a killed write's hidden temp file
-        print(f"killed {node} {'mid-step (step re-queued)' if requeued else 'between steps'}; leftovers={len(leftovers)}")
+        stored = [str(p) for p in data_dir.rglob("*") if p.is_file()]
+        assert len(stored) == len(reference), stored  # nothing but whole parquet objects: no temp or partial object
+        print(f"killed {node} {'mid-step (step re-queued)' if requeued else 'between steps'}")
 
     # the broker password never reached the run storage (snapshots, run config, event log)
     conn = postgres_server.connect(db)
