@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.release.deploy import publish, rollback
-from levibot_assets.core.release.store import ReleaseError
+from levibot_assets.core.release.deploy import in_service_id, publish, rollback
+from levibot_assets.core.release.store import ReleaseError, release_id
 from levibot_assets.core.tft import TftConfig, train_tft
 from levibot_assets.serving import NoRelease, load_current
 from levibot_assets_tests import release_fixtures as rf
@@ -49,6 +49,21 @@ def test_load_current_serves_the_release_in_service(layout, models):
     rollback(layout, rf.SYMBOL, "previous")
     np.testing.assert_allclose(served.predict_proba(row), pa)  # picked up on the next call, no restart
     assert served.release_date == D0 and served.reloads == 2
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_re_release_of_the_date_in_service_reaches_a_running_loader(store, tmp_path, models, request):
+    """Re-running best_release for the date in service replaces its release under an unchanged link."""
+    a, b, row, pa, pb = models
+    root = request.getfixturevalue("s3_data_dir") if store == "s3" else tmp_path / "data"
+    layout = DataLayout(root)
+    publish(layout, rf.released_decision(D0, rf.SYMBOL, a))
+    served = load_current(rf.SYMBOL, root, refresh_s=0)
+    np.testing.assert_allclose(served.predict_proba(row), pa)
+    publish(layout, rf.released_decision(D0, rf.SYMBOL, b, champion_id=in_service_id(layout, rf.SYMBOL)))
+    np.testing.assert_allclose(served.predict_proba(row), pb)  # same link, new release: reloaded
+    assert served.release_date == D0 and served.reloads == 2
+    assert release_id(served.manifest) == in_service_id(layout, rf.SYMBOL)
 
 
 def test_nothing_in_service_is_a_clear_error(layout):

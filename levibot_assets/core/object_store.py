@@ -74,7 +74,8 @@ def _lost_race(exc: OSError) -> bool:
     return response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
-def _etag(path) -> str | None:
+def etag(path) -> str | None:
+    """The object's ETag (changes with every PUT of other bytes), None when there is no object."""
     try:
         return path.fs.info(path.path)["ETag"]
     except FileNotFoundError:
@@ -90,12 +91,12 @@ def append(path, data: bytes) -> None:
     """Append `data` to an object: read it, then PUT it back only if nobody wrote it meanwhile."""
     bucket, key = _bucket_key(path)
     for attempt in range(APPEND_ATTEMPTS):
-        etag = _etag(path)
+        current = etag(path)
         try:
-            old = b"" if etag is None else path.fs.cat_file(path.path)
+            old = b"" if current is None else path.fs.cat_file(path.path)
         except FileNotFoundError:
             continue
-        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current}
         try:
             path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=old + data, **condition)
             path.fs.invalidate_cache(path.path)
@@ -125,10 +126,10 @@ def relative(target, start) -> str:
     return posixpath.relpath(target.path, start.path)
 
 
-def _delete_if_unchanged(path, etag: str) -> None:
+def _delete_if_unchanged(path, expected: str) -> None:
     bucket, key = _bucket_key(path)
     try:
-        path.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+        path.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=expected)
     except OSError as exc:
         if not _lost_race(exc):
             raise
@@ -147,12 +148,12 @@ def lease(path, lease_s: float | None = None, poll_s: float = 0.05) -> Iterator[
     seen: tuple[str | None, float] = (None, 0.0)  # (ETag of the lease someone else holds, since when)
     while True:
         try:
-            etag = path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
+            mine = path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
             break
         except OSError as exc:
             if not _lost_race(exc):
                 raise
-        held = _etag(path)
+        held = etag(path)
         now = time.monotonic()
         if held != seen[0]:
             seen = (held, now)
@@ -163,4 +164,4 @@ def lease(path, lease_s: float | None = None, poll_s: float = 0.05) -> Iterator[
     try:
         yield
     finally:
-        _delete_if_unchanged(path, etag)  # a no-op when it was taken over after the lease ran out
+        _delete_if_unchanged(path, mine)  # a no-op when it was taken over after the lease ran out

@@ -112,6 +112,19 @@ def release_file(release_dir: Path, name: str, sha256: str | None) -> Path:
     return release_dir / name
 
 
+def manifest_version(manifest: Path | str) -> tuple | str | None:
+    """Changes whenever a release is written again (a re-run of its date under an unchanged
+    current/ link): its manifest's inode and mtime, or its ETag on an object store. The serving
+    loader calls it before every prediction, so a local path may be given as a plain str."""
+    if object_store.is_remote(manifest):
+        return object_store.etag(manifest)
+    try:
+        stat = os.stat(manifest)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 def read_manifest(release_dir: Path) -> dict:
     path = release_dir / MANIFEST
     try:
