@@ -1,4 +1,4 @@
-"""Atomic writes and symlink swaps, and the parquet IO manager on disk."""
+"""Atomic writes and symlink swaps, and the model store's check that model files and metrics go together."""
 import datetime as dt
 import os
 import signal
@@ -72,3 +72,32 @@ def test_layout_paths(tmp_path):
     assert layout.table("raw_ohlcv", dt.date(2025, 10, 13), "BTCUSDT") == tmp_path / "raw_ohlcv/2025-10-13/BTCUSDT.parquet"
     assert layout.model_dir("2025-10-13", "ETHUSDT") == tmp_path / "models/2025-10-13/ETHUSDT"
     assert layout.current_link("SOLUSDT") == tmp_path / "current/SOLUSDT"
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_model_file_without_its_metrics_is_refused_not_paired_with_the_old_metrics(store, tmp_path, request, monkeypatch):
+    """A run killed after writing a new model file but before its metrics must not pass for complete."""
+    from levibot_assets.core import model_store
+    from levibot_assets.core.model_api import TrainedModel
+    from levibot_assets.core.tables import MissingPartition
+    from levibot_assets_tests import release_fixtures as rf
+
+    layout = DataLayout(request.getfixturevalue("s3_data_dir") if store == "s3" else tmp_path / "data")
+    old, new = rf.lgbm(rounds=5), rf.lgbm(rounds=15)
+    model_store.save_trained_model(layout, "2025-10-04", "BTCUSDT", TrainedModel(old, {"auc": 0.51}))
+    loaded = model_store.load_trained_model(layout, "lgbm", "2025-10-04", "BTCUSDT")
+    assert loaded.metrics == {"auc": 0.51} and loaded.model.booster.model_to_string() == old.booster.model_to_string()
+
+    def killed(path, text):
+        raise KeyboardInterrupt("killed before the metrics were written")
+
+    monkeypatch.setattr(model_store, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        model_store.save_trained_model(layout, "2025-10-04", "BTCUSDT", TrainedModel(new, {"auc": 0.6}))
+    monkeypatch.undo()
+    with pytest.raises(MissingPartition, match=r"lgbm.txt is not the model lgbm_metrics.json describes .*materialize "
+                                               r"lgbm_model for 2025-10-04\|BTCUSDT again"):
+        model_store.load_trained_model(layout, "lgbm", "2025-10-04", "BTCUSDT")
+    model_store.save_trained_model(layout, "2025-10-04", "BTCUSDT", TrainedModel(new, {"auc": 0.6}))  # the re-run
+    loaded = model_store.load_trained_model(layout, "lgbm", "2025-10-04", "BTCUSDT")
+    assert loaded.metrics == {"auc": 0.6} and loaded.model.booster.model_to_string() == new.booster.model_to_string()

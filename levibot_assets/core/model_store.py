@@ -1,11 +1,15 @@
 """Trained models of each (date, symbol): models/<date>/<SYMBOL>/<model files> + <type>_metrics.json.
 
-The metrics file is written last, so its presence says the partition's model is complete. Models
-save to and load from a local directory; on an object store that directory is a temporary copy.
+The metrics file is written last, so its presence says the partition's model is complete, and it
+records the sha256 of every model file: a run killed between writing a new model file and its
+metrics leaves a pair that does not match, which loading refuses (naming the partition to
+materialize again) instead of pairing a new model with the old model's metrics. Models save to and
+load from a local directory; on an object store that directory is a temporary copy.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -13,7 +17,9 @@ from pathlib import Path
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import TrainedModel, model_class
-from levibot_assets.core.tables import missing_partition
+from levibot_assets.core.tables import MissingPartition, missing_partition
+
+FILES_KEY = "model_files_sha256"  # in the metrics file: {file name: sha256} of the model files it goes with
 
 
 def _metrics_path(layout: DataLayout, date: dt.date | str, symbol: str, model_type: str) -> Path:
@@ -21,29 +27,38 @@ def _metrics_path(layout: DataLayout, date: dt.date | str, symbol: str, model_ty
 
 
 def save_trained_model(layout: DataLayout, date: dt.date | str, symbol: str, trained: TrainedModel) -> list[Path]:
-    """Model files first, metrics last; returns every file written."""
+    """Model files first, metrics (with the files' sha256) last; returns every file written."""
     directory = layout.model_dir(date, symbol)
-    if layout.remote:
-        with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
-            files = [atomic_write_bytes(directory / Path(f).name, Path(f).read_bytes()) for f in trained.model.save(tmp)]
-    else:
-        files = [Path(f) for f in trained.model.save(directory)]
+    with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
+        saved = {Path(f).name: Path(f).read_bytes() for f in trained.model.save(tmp if layout.remote else directory)}
+        if layout.remote:
+            for name, data in saved.items():
+                atomic_write_bytes(directory / name, data)
     metrics = _metrics_path(layout, date, symbol, trained.model_type)
-    atomic_write_text(metrics, json.dumps(trained.metrics, indent=2, sort_keys=True, default=str))
-    return files + [metrics]
+    record = {**trained.metrics, FILES_KEY: {name: hashlib.sha256(data).hexdigest() for name, data in saved.items()}}
+    atomic_write_text(metrics, json.dumps(record, indent=2, sort_keys=True, default=str))
+    return [directory / name for name in saved] + [metrics]
 
 
 def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str, symbol: str) -> TrainedModel:
-    metrics = _metrics_path(layout, date, symbol, model_type)
-    if not metrics.exists():
-        raise missing_partition(f"{model_type}_model", date, symbol, metrics)
+    metrics_path = _metrics_path(layout, date, symbol, model_type)
+    if not metrics_path.exists():
+        raise missing_partition(f"{model_type}_model", date, symbol, metrics_path)
+    metrics = json.loads(metrics_path.read_text())
+    expected = metrics.pop(FILES_KEY, {})
     directory = layout.model_dir(date, symbol)
-    if layout.remote:
-        with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
-            for stored in directory.iterdir():
-                if stored.suffix != ".png":
-                    (Path(tmp) / stored.name).write_bytes(stored.read_bytes())
-            model = model_class(model_type).load(Path(tmp))
-    else:
-        model = model_class(model_type).load(directory)
-    return TrainedModel(model=model, metrics=json.loads(metrics.read_text()))
+    with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
+        for name, sha256 in expected.items():  # the bytes loaded are the bytes checked
+            try:
+                data = (directory / name).read_bytes()
+            except FileNotFoundError:
+                data = None
+            if data is None or hashlib.sha256(data).hexdigest() != sha256:
+                key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
+                raise MissingPartition(
+                    f"{directory / name} is {'missing' if data is None else 'not the model'} {metrics_path.name} "
+                    f"describes (a run stopped between writing them): materialize {model_type}_model for {key} again"
+                )
+            (Path(tmp) / name).write_bytes(data)
+        model = model_class(model_type).load(Path(tmp) if expected else directory)
+    return TrainedModel(model=model, metrics=metrics)
