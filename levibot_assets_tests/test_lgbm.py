@@ -52,6 +52,17 @@ def test_model_file_is_byte_identical_across_runs(window, tmp_path):
     assert first.facts()["trials"] == TRIALS
 
 
+def test_long_studies_report_at_most_eight_progress_lines_and_always_the_last_trial():
+    import optuna
+
+    from levibot_assets.core.lgbm import _progress_callback
+
+    lines = []
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=20, callbacks=[_progress_callback(lines.append, 20)])
+    assert [line.split(":")[0] for line in lines] == [f"optuna trial {n}/20" for n in (3, 6, 9, 12, 15, 18, 20)]
+
+
 def test_leakage_canary_shuffled_labels_score_chance_out_of_sample(window):
     """Trained on shuffled labels, models must score AUC ~ 0.5 on the 10 later days.
 

@@ -318,8 +318,15 @@ def _objective(train: pd.DataFrame, folds, threads: int) -> Callable[[optuna.Tri
     return objective
 
 
+PROGRESS_LINES = 8  # trial lines per study at most: in a Dagster run each line is an event-log write
+
+
 def _progress_callback(progress: Progress, total: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    every = -(-total // PROGRESS_LINES)  # ceil: every trial up to 8 trials, every 4th of 32, the last one always
+
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if (trial.number + 1) % every and trial.number + 1 != total:
+            return
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = f"{study.best_value:.5f} (trial {study.best_trial.number})" if complete else "none yet"
         if trial.state == optuna.trial.TrialState.PRUNED:
