@@ -113,12 +113,15 @@ def release_report(layout, symbols, test_days) -> list[str]:
     import numpy as np
     import pandas as pd
 
+    from levibot_assets.core.baselines import BASELINES
     from levibot_assets.core.metrics import roc_auc
+    from levibot_assets.core.model_api import MODEL_FAMILIES
     from levibot_assets.core.predictions import live_rows, live_score, read_predictions, scores_from_predictions
     from levibot_assets.core.release.deploy import load_decision
     from levibot_assets.core.release.store import ReleaseError
 
-    names = ["lgbm", "tft", "logistic", "majority", "last_return_sign"]
+    candidates = list(MODEL_FAMILIES)  # lgbm, tft, logistic: what best_release may release
+    names = candidates + [n for n in BASELINES if n not in candidates]
     lines = [
         "", "## best_release: candidates on the same rows, decisions, live score", "",
         "Every figure below is recomputed from predictions/<date>/<SYMBOL>.parquet alone (scored rows).",
@@ -152,7 +155,7 @@ def release_report(layout, symbols, test_days) -> list[str]:
         best = {}
         for (day, symbol), rows in everything.groupby(["day", "symbol"]):
             s = scores_from_predictions(rows)
-            top = max((n for n in ("lgbm", "tft", "logistic") if n in s), key=s.__getitem__)
+            top = max((n for n in candidates if n in s), key=s.__getitem__)
             best[top] = best.get(top, 0) + 1
         for n in names:
             rows = everything.loc[everything["model"] == n]
