@@ -9,6 +9,7 @@ the variable, so a bad value stops the CLI or the code location with a message a
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -212,6 +213,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LEVIBOT_DATA_DIR={value!r}: {protocol}:// is not supported (a local path or s3://bucket/prefix)"
             )
+        if protocol == "s3" and importlib.util.find_spec("s3fs") is None:
+            raise ValueError(f"LEVIBOT_DATA_DIR={value!r} needs s3fs: pip install 'levibot_assets[s3]'")
         return value
 
     @field_validator("ccxt_options", mode="before")

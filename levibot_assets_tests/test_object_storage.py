@@ -142,3 +142,14 @@ def test_an_unsupported_data_directory_url_is_refused_by_name(url, monkeypatch, 
         Settings.from_env()
     assert main(["releases", "--data-dir", url]) == 2
     assert "levibot: error:" in capsys.readouterr().err
+
+
+def test_an_s3_data_directory_without_the_s3_extra_is_refused_at_load(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "s3fs" else real_find_spec(name, *a))
+    monkeypatch.setenv("LEVIBOT_DATA_DIR", "s3://bucket/data")
+    with pytest.raises(SettingsError, match=r"LEVIBOT_DATA_DIR='s3://bucket/data' needs s3fs: pip install 'levibot_assets\[s3\]'"):
+        Settings.from_env()
+
