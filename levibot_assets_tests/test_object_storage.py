@@ -133,6 +133,20 @@ def test_a_lock_left_by_a_dead_holder_lapses_and_a_live_one_waits(s3_data_dir, m
     assert inside == [1]
 
 
+def test_a_missing_bucket_fails_at_once_naming_the_object_not_as_a_lost_race(s3_data_dir):
+    """NoSuchBucket is a 404 like an object deleted by another writer, but it must not be retried."""
+    import time
+
+    layout = DataLayout("s3://levibot-no-such-bucket/data")
+    started = time.monotonic()
+    for write in (lambda: append_line(layout.alerts_file, "alert\n"),
+                  lambda: atomic_write_bytes(layout.table("raw_ohlcv", "2025-10-01", rf.SYMBOL), b"x"),
+                  lambda: file_lock(layout, "release-BTCUSDT").__enter__()):
+        with pytest.raises(object_store.ObjectStoreError, match="levibot-no-such-bucket/data/.*bucket does not exist"):
+            write()
+    assert time.monotonic() - started < 10  # no retries, no waiting for a lease
+
+
 @pytest.mark.parametrize("url", ["gs://bucket/data", "ftp://host/data"])
 def test_an_unsupported_data_directory_url_is_refused_by_name(url, monkeypatch, capsys):
     with pytest.raises(object_store.ObjectStoreError, match="not supported"):

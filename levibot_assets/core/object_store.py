@@ -35,7 +35,8 @@ APPEND_ATTEMPTS = 50
 
 
 class ObjectStoreError(RuntimeError):
-    """The data directory URL cannot be used, or a conditional write kept losing; the message says why."""
+    """The data directory URL cannot be used, a request failed (no such bucket, access denied) or a
+    conditional write kept losing to other writers; the message names the object and says why."""
 
 
 def is_remote(path: Any) -> bool:
@@ -65,13 +66,22 @@ def _bucket_key(path) -> tuple[str, str]:
     return bucket, key
 
 
+RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+
+
 def _lost_race(exc: OSError) -> bool:
     """True when a conditional write or delete failed because another writer changed the object first:
-    412 PreconditionFailed, 409 ConditionalRequestConflict, or 404 for an object deleted meanwhile."""
-    if isinstance(exc, (FileExistsError, FileNotFoundError)):
+    412 PreconditionFailed, 409 ConditionalRequestConflict, or NoSuchKey for an object deleted
+    meanwhile. Anything else (NoSuchBucket, AccessDenied, ...) is not a race and must surface."""
+    if isinstance(exc, FileExistsError):  # s3fs's translation of a failed If-None-Match: *
         return True
     response = getattr(exc.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+    return response.get("Error", {}).get("Code") in RACE_CODES
+
+
+def _failed(path, exc: OSError) -> ObjectStoreError:
+    """The error of a request that failed for another reason than a race, naming the object."""
+    return ObjectStoreError(f"{path}: {exc}")
 
 
 def etag(path) -> str | None:
@@ -84,7 +94,10 @@ def etag(path) -> str | None:
 
 def put(path, data: bytes) -> None:
     """One PUT: the object is replaced whole or not at all."""
-    path.fs.pipe_file(path.path, data)
+    try:
+        path.fs.pipe_file(path.path, data)
+    except OSError as exc:
+        raise _failed(path, exc) from exc
 
 
 def append(path, data: bytes) -> None:
@@ -103,7 +116,7 @@ def append(path, data: bytes) -> None:
             return
         except OSError as exc:
             if not _lost_race(exc):
-                raise
+                raise _failed(path, exc) from exc
             time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
     raise ObjectStoreError(f"{path}: {APPEND_ATTEMPTS} appends in a row lost to other writers")
 
@@ -132,7 +145,7 @@ def _delete_if_unchanged(path, expected: str) -> None:
         path.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=expected)
     except OSError as exc:
         if not _lost_race(exc):
-            raise
+            raise _failed(path, exc) from exc
     path.fs.invalidate_cache(path.path)
 
 
@@ -152,7 +165,7 @@ def lease(path, lease_s: float | None = None, poll_s: float = 0.05) -> Iterator[
             break
         except OSError as exc:
             if not _lost_race(exc):
-                raise
+                raise _failed(path, exc) from exc
         held = etag(path)
         now = time.monotonic()
         if held != seen[0]:
