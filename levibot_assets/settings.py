@@ -9,7 +9,6 @@ the variable, so a bad value stops the CLI or the code location with a message a
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
@@ -208,13 +207,8 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _local_or_supported_store(cls, value: str) -> str:
-        protocol = value.split("://", 1)[0].lower() if "://" in value else "file"
-        if protocol not in ("file", *object_store.PROTOCOLS):
-            raise ValueError(
-                f"LEVIBOT_DATA_DIR={value!r}: {protocol}:// is not supported (a local path or s3://bucket/prefix)"
-            )
-        if protocol == "s3" and importlib.util.find_spec("s3fs") is None:
-            raise ValueError(f"LEVIBOT_DATA_DIR={value!r} needs s3fs: pip install 'levibot_assets[s3]'")
+        if reason := object_store.unusable(value):
+            raise ValueError(f"LEVIBOT_DATA_DIR={value!r} {reason}")
         return value
 
     @field_validator("ccxt_options", mode="before")

@@ -27,7 +27,7 @@ def _date_str(date: dt.date | str) -> str:
 def open_root(location: str | os.PathLike) -> Path:
     """A local directory as an absolute Path, or an object-store URL (`s3://...`) as its UPath."""
     text = os.fspath(location)
-    if "://" in text and not text.startswith("file://"):
+    if object_store.is_url(text):
         return object_store.open_root(text)
     return Path(text.removeprefix("file://")).absolute()
 

@@ -9,9 +9,10 @@ returns the files it wrote; `load` restores from such a directory.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -79,3 +80,13 @@ def model_class(model_type: str) -> type:
     except KeyError:
         raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_FAMILIES)}") from None
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_from_bytes(model_type: str, contents: Mapping[str, bytes]) -> Classifier:
+    """Load a model from the bytes of its files, written to a private directory: the bytes a caller
+    checked (against a manifest's or a metrics file's sha256) are the ones loaded, not a path that
+    could be replaced in between. Checkpoints are pickles, so this matters."""
+    with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
+        for name, data in contents.items():
+            (Path(tmp) / name).write_bytes(data)
+        return model_class(model_type).load(Path(tmp))

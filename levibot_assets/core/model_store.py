@@ -9,14 +9,14 @@ load from a local directory; on an object store that directory is a temporary co
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.model_api import TrainedModel, model_class
+from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_class
+from levibot_assets.core.release.store import MISSING, check_paths, sha256_bytes
 from levibot_assets.core.tables import MissingPartition, missing_partition
 
 FILES_KEY = "model_files_sha256"  # in the metrics file: {file name: sha256} of the model files it goes with
@@ -35,7 +35,7 @@ def save_trained_model(layout: DataLayout, date: dt.date | str, symbol: str, tra
             for name, data in saved.items():
                 atomic_write_bytes(directory / name, data)
     metrics = _metrics_path(layout, date, symbol, trained.model_type)
-    record = {**trained.metrics, FILES_KEY: {name: hashlib.sha256(data).hexdigest() for name, data in saved.items()}}
+    record = {**trained.metrics, FILES_KEY: {name: sha256_bytes(data) for name, data in saved.items()}}
     atomic_write_text(metrics, json.dumps(record, indent=2, sort_keys=True, default=str))
     return [directory / name for name in saved] + [metrics]
 
@@ -45,20 +45,16 @@ def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str,
     if not metrics_path.exists():
         raise missing_partition(f"{model_type}_model", date, symbol, metrics_path)
     metrics = json.loads(metrics_path.read_text())
-    expected = metrics.pop(FILES_KEY, {})
+    expected = metrics.pop(FILES_KEY, None)
     directory = layout.model_dir(date, symbol)
-    with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
-        for name, sha256 in expected.items():  # the bytes loaded are the bytes checked
-            try:
-                data = (directory / name).read_bytes()
-            except FileNotFoundError:
-                data = None
-            if data is None or hashlib.sha256(data).hexdigest() != sha256:
-                key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
-                raise MissingPartition(
-                    f"{directory / name} is {'missing' if data is None else 'not the model'} {metrics_path.name} "
-                    f"describes (a run stopped between writing them): materialize {model_type}_model for {key} again"
-                )
-            (Path(tmp) / name).write_bytes(data)
-        model = model_class(model_type).load(Path(tmp) if expected else directory)
-    return TrainedModel(model=model, metrics=metrics)
+    if expected is None:  # metrics written before they recorded the files (local disk only)
+        return TrainedModel(model=model_class(model_type).load(directory), metrics=metrics)
+    contents, problems = check_paths({name: (directory / name, sha256) for name, sha256 in expected.items()})
+    if problems:
+        name, problem = next(iter(problems.items()))
+        key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
+        raise MissingPartition(
+            f"{directory / name} is {'missing' if problem == MISSING else 'not the model'} {metrics_path.name} "
+            f"describes (a run stopped between writing them): materialize {model_type}_model for {key} again"
+        )
+    return TrainedModel(model=load_from_bytes(model_type, contents), metrics=metrics)

@@ -19,6 +19,7 @@ variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for MinIO 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import posixpath
@@ -44,18 +45,28 @@ def is_remote(path: Any) -> bool:
     return hasattr(path, "fs") and not isinstance(path, Path)
 
 
+def is_url(location: str) -> bool:
+    """An object-store URL rather than a local path (`file://` counts as local)."""
+    return "://" in location and not location.startswith("file://")
+
+
+def unusable(location: str) -> str | None:
+    """Why `location` cannot be the data directory, or None: local paths can, and s3:// URLs with s3fs."""
+    if not is_url(location):
+        return None
+    protocol = location.split("://", 1)[0].lower()
+    if protocol not in PROTOCOLS:
+        return (f"uses {protocol}://, which is not supported: a local path or s3://bucket/prefix "
+                "(locks and appends need S3 conditional writes)")
+    if importlib.util.find_spec("s3fs") is None:
+        return "needs s3fs: pip install 'levibot_assets[s3]'"
+    return None
+
+
 def open_root(url: str):
     """The UPath of `s3://bucket/prefix`, with listing caches off (other hosts write there too)."""
-    protocol = url.split("://", 1)[0].lower()
-    if protocol not in PROTOCOLS:
-        raise ObjectStoreError(
-            f"data directory {url}: protocol {protocol!r} is not supported (local paths and "
-            f"{', '.join(p + '://' for p in PROTOCOLS)} are; locks and appends need S3 conditional writes)"
-        )
-    try:
-        import s3fs  # noqa: F401  (only to give a clear error when the extra is missing)
-    except ImportError:
-        raise ObjectStoreError(f"data directory {url} needs s3fs: pip install 'levibot_assets[s3]'") from None
+    if reason := unusable(url):
+        raise ObjectStoreError(f"data directory {url} {reason}")
     from upath import UPath
 
     return UPath(url, use_listings_cache=False)
@@ -84,6 +95,18 @@ def _failed(path, exc: OSError) -> ObjectStoreError:
     return ObjectStoreError(f"{path}: {exc}")
 
 
+def _put_if(path, body: bytes, **condition: str) -> str | None:
+    """PUT `body` under a condition (IfMatch=<etag> or IfNoneMatch="*"): the new ETag, or None when
+    another writer changed the object first."""
+    bucket, key = _bucket_key(path)
+    try:
+        return path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)["ETag"]
+    except OSError as exc:
+        if not _lost_race(exc):
+            raise _failed(path, exc) from exc
+        return None
+
+
 def etag(path) -> str | None:
     """The object's ETag (changes with every PUT of other bytes), None when there is no object."""
     try:
@@ -102,7 +125,6 @@ def put(path, data: bytes) -> None:
 
 def append(path, data: bytes) -> None:
     """Append `data` to an object: read it, then PUT it back only if nobody wrote it meanwhile."""
-    bucket, key = _bucket_key(path)
     for attempt in range(APPEND_ATTEMPTS):
         current = etag(path)
         try:
@@ -110,14 +132,9 @@ def append(path, data: bytes) -> None:
         except FileNotFoundError:
             continue
         condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current}
-        try:
-            path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=old + data, **condition)
-            path.fs.invalidate_cache(path.path)
+        if _put_if(path, old + data, **condition) is not None:
             return
-        except OSError as exc:
-            if not _lost_race(exc):
-                raise _failed(path, exc) from exc
-            time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
+        time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
     raise ObjectStoreError(f"{path}: {APPEND_ATTEMPTS} appends in a row lost to other writers")
 
 
@@ -146,7 +163,6 @@ def _delete_if_unchanged(path, expected: str) -> None:
     except OSError as exc:
         if not _lost_race(exc):
             raise _failed(path, exc) from exc
-    path.fs.invalidate_cache(path.path)
 
 
 @contextlib.contextmanager
@@ -156,16 +172,9 @@ def lease(path, lease_s: float | None = None, poll_s: float = 0.05) -> Iterator[
     A holder killed inside the block delays the next writer of the same lock by up to `lease_s`.
     """
     lease_s = LEASE_S if lease_s is None else lease_s
-    bucket, key = _bucket_key(path)
     body = json.dumps({"holder": f"{socket.gethostname()}:{os.getpid()}", "token": uuid.uuid4().hex}).encode()
     seen: tuple[str | None, float] = (None, 0.0)  # (ETag of the lease someone else holds, since when)
-    while True:
-        try:
-            mine = path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
-            break
-        except OSError as exc:
-            if not _lost_race(exc):
-                raise _failed(path, exc) from exc
+    while (mine := _put_if(path, body, IfNoneMatch="*")) is None:
         held = etag(path)
         now = time.monotonic()
         if held != seen[0]:

@@ -8,8 +8,8 @@ reader sees the old release or the new one, never a mix. On an object store (no 
 are uploaded under their content, `<SYMBOL>/<sha256[:16]>/<name>`, never overwriting a file another
 manifest lists, and the manifest PUT last is the one write that switches to the new release.
 Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest,
-and `check_files` is the one comparison of files against their sha256 that the loader, the listing
-and the quality rule all go through.
+and `check_paths` is the one comparison of files against their sha256 that the loader, the listing,
+the quality rule and the model store all go through.
 
 Which release is in service, and the history of that, is release.deploy's concern.
 """
@@ -34,7 +34,7 @@ import numpy as np
 from levibot_assets.core import object_store
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.model_api import Classifier, model_class
+from levibot_assets.core.model_api import Classifier, load_from_bytes
 
 if TYPE_CHECKING:  # decision imports this module; the manifest only needs the record's fields
     from levibot_assets.core.release.decision import ReleaseDecision
@@ -143,7 +143,12 @@ def read_manifest(release_dir: Path) -> dict:
 
 
 def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Read every named file of `directory` once: (bytes of those matching their sha256, problems).
+    """check_paths for the named files of a release directory (where release_file keeps them)."""
+    return check_paths({name: (release_file(directory, name, sha256), sha256) for name, sha256 in expected_sha256.items()})
+
+
+def check_paths(files: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Read each file {name: (path, sha256)} once: (bytes of those matching their sha256, problems).
 
     `problems` maps each other name, in the order given, to MISSING (absent or not a file) or
     MISMATCH. The bytes returned are the ones that were hashed, so a caller can use them without a
@@ -151,9 +156,9 @@ def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> t
     """
     contents: dict[str, bytes] = {}
     problems: dict[str, str] = {}
-    for name, sha256 in expected_sha256.items():
+    for name, (path, sha256) in files.items():
         try:
-            data = release_file(directory, name, sha256).read_bytes()
+            data = path.read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             problems[name] = MISSING
             continue
@@ -191,12 +196,7 @@ def load_release(release_dir: Path) -> tuple[Classifier, dict]:
     Loading from a private copy closes the gap between checking a file and unpickling it.
     """
     manifest, contents = verified_files(release_dir)
-    cls = model_class(manifest["model_type"])
-    with tempfile.TemporaryDirectory(prefix="levibot-release-") as tmp:
-        for name, data in contents.items():
-            (Path(tmp) / name).write_bytes(data)
-        model = cls.load(Path(tmp))
-    return model, manifest
+    return load_from_bytes(manifest["model_type"], contents), manifest
 
 
 def release_id(manifest: dict) -> str:
