@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow
 
 from levibot_assets.core import object_store
+from levibot_assets.core.atomic import read_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
 from levibot_assets.core.release.deploy import list_releases, rollback
@@ -192,7 +193,7 @@ def materialize_command(args: argparse.Namespace) -> int:
     summary = DataLayout(settings.data_dir).release_summary(end)
     if summary.exists():
         print(f"release summary of {end} ({summary}):")
-        for symbol, decision in sorted(json.loads(summary.read_text())["symbols"].items()):
+        for symbol, decision in sorted(json.loads(read_text(summary))["symbols"].items()):
             print(f"  {symbol}: {'RELEASED' if decision['released'] else 'not released'} - {decision['reason']}")
     failed = [r for r in runs if not r.success]
     print(f"{len(runs) - len(failed)} of {len(runs)} runs succeeded")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from levibot_assets.core.atomic import append_line
+from levibot_assets.core.atomic import append_line, read_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def read_alerts(path: Path) -> list[dict[str, Any]]:
     """All alerts recorded so far (empty when none was ever sent)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 def post_webhook(url: str, text: str, retries: int = 3, backoff_s: float = 0.5, timeout_s: float = 5.0) -> bool:

@@ -123,6 +123,15 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def read_bytes(path) -> bytes:
+    """The whole file, as one version of it: on an object store a single GET (see core.object_store)."""
+    return object_store.get(path) if object_store.is_remote(path) else Path(path).read_bytes()
+
+
+def read_text(path, errors: str = "strict") -> str:
+    return read_bytes(path).decode("utf-8", errors)
+
+
 def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     return atomic_write_bytes(path, parquet_bytes(df))
 

@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
+from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, read_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_class
 from levibot_assets.core.release.store import MISSING, check_paths, sha256_bytes
@@ -44,7 +44,7 @@ def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str,
     metrics_path = _metrics_path(layout, date, symbol, model_type)
     if not metrics_path.exists():
         raise missing_partition(f"{model_type}_model", date, symbol, metrics_path)
-    metrics = json.loads(metrics_path.read_text())
+    metrics = json.loads(read_text(metrics_path))
     expected = metrics.pop(FILES_KEY, None)
     directory = layout.model_dir(date, symbol)
     if expected is None:  # metrics written before they recorded the files (local disk only)

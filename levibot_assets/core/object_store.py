@@ -2,7 +2,9 @@
 
 An object store has no rename, no symlink, no append and no flock. What replaces each:
 
-- a whole-file write is one PUT: readers see the old object or the new one, never a torn one;
+- a whole-file write is one PUT and a whole-file read one GET: a reader sees the old object or the
+  new one, never a torn one (s3fs's file objects read ranges and fail if the object changes in
+  between, so reads here never go through them);
 - a link (current/<SYMBOL>, best_*) is a small pointer object whose body is the relative target a
   symlink would hold (`../releases/<date>/<SYMBOL>`); swapping it is one PUT;
 - an append (history.jsonl, alerts.jsonl) is read, then PUT with `If-Match: <etag>` (or
@@ -128,7 +130,7 @@ def append(path, data: bytes) -> None:
     for attempt in range(APPEND_ATTEMPTS):
         current = etag(path)
         try:
-            old = b"" if current is None else path.fs.cat_file(path.path)
+            old = b"" if current is None else get(path)
         except FileNotFoundError:
             continue
         condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current}
@@ -138,10 +140,20 @@ def append(path, data: bytes) -> None:
     raise ObjectStoreError(f"{path}: {APPEND_ATTEMPTS} appends in a row lost to other writers")
 
 
+def get(path) -> bytes:
+    """One GET of the whole object: the version that was there when the request was served."""
+    try:
+        return path.fs.cat_file(path.path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _failed(path, exc) from exc
+
+
 def read_pointer(link) -> str | None:
     """The target a pointer object holds, or None when there is none."""
     try:
-        return link.fs.cat_file(link.path).decode("utf-8").strip()
+        return get(link).decode("utf-8").strip()
     except FileNotFoundError:
         return None
 

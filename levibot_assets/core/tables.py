@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow
 
 from levibot_assets.core import object_store
-from levibot_assets.core.atomic import atomic_write_parquet
+from levibot_assets.core.atomic import atomic_write_parquet, read_bytes
 from levibot_assets.core.layout import DataLayout
 
 
@@ -29,7 +29,7 @@ def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str
 def read_parquet_file(path: Path) -> pd.DataFrame:
     """pandas.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
     try:
-        return pd.read_parquet(io.BytesIO(path.read_bytes()) if object_store.is_remote(path) else path)
+        return pd.read_parquet(io.BytesIO(read_bytes(path)) if object_store.is_remote(path) else path)
     except (pyarrow.ArrowException, ValueError) as exc:
         reason = str(exc).split("'<Buffer>': ", 1)[-1]
         raise ValueError(f"{path} is not a readable parquet file: {reason}") from None

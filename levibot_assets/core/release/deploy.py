@@ -36,7 +36,7 @@ from typing import Iterator
 
 from levibot_assets.core import object_store
 from levibot_assets.core.atomic import (
-    append_line, atomic_write_text, fsync_dir, is_link, read_link, resolve_link, set_link,
+    append_line, atomic_write_text, fsync_dir, is_link, read_link, read_text, resolve_link, set_link,
 )
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import higher_is_better
@@ -200,7 +200,7 @@ def read_history(layout: DataLayout, symbol: str | None = None) -> list[dict]:
     path = layout.release_history
     if not path.exists():
         return []
-    text = path.read_text(errors="replace")
+    text = read_text(path, errors="replace")
     lines = text.splitlines()
     events = []
     for number, line in enumerate(lines, 1):
@@ -222,7 +222,7 @@ def read_summary(layout: DataLayout, date: dt.date | str) -> dict:
     path = layout.release_summary(date)
     if not path.exists():
         return {"date": date if isinstance(date, str) else date.isoformat(), "symbols": {}}
-    return json.loads(path.read_text())
+    return json.loads(read_text(path))
 
 
 def update_summary(layout: DataLayout, date: dt.date | str, symbol: str, entry: dict) -> dict:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from levibot_assets.core import object_store
-from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
+from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_bytes, read_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, load_from_bytes
 
@@ -128,7 +128,7 @@ def manifest_version(manifest: Path | str) -> tuple | str | None:
 def read_manifest(release_dir: Path) -> dict:
     path = release_dir / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(read_text(path))
     except FileNotFoundError:
         raise ReleaseError(f"{release_dir} is not a release: {MANIFEST} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -158,7 +158,7 @@ def check_paths(files: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str,
     problems: dict[str, str] = {}
     for name, (path, sha256) in files.items():
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
         except (FileNotFoundError, IsADirectoryError):
             problems[name] = MISSING
             continue
