@@ -367,12 +367,15 @@ WRITERS = """
 
 def _observe(layout: DataLayout, seen: dict[str, list[str]], stop: threading.Event) -> None:
     """Record every distinct state of current/<SYMBOL> this thread catches, in order (on S3 at a pace
-    that leaves the single local server to the writers)."""
-    while not stop.wait(0.05 if layout.remote else 0):
+    that leaves the single local server to the writers), with one last look once told to stop."""
+    while True:
+        stopping = stop.wait(0.05 if layout.remote else 0)
         for symbol, states in seen.items():
             state = in_service_id(layout, symbol)
             if state != NOTHING_IN_SERVICE and (not states or states[-1] != state):
                 states.append(state)
+        if stopping:
+            return
 
 
 def _is_subsequence(observed: list[str], recorded: list[str]) -> bool:
@@ -399,9 +402,9 @@ def test_sigkill_at_random_instants_never_loses_or_reorders_history(layout, monk
         [sys.executable, "-c", textwrap.dedent(WRITERS), str(layout.root), str(TEST_LEASE_S)], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
+    observer.start()
     try:
         assert proc.stdout.readline().strip() == "ready"
-        observer.start()
         for _ in range(rounds):
             proc.stdin.write(f"{rng.randrange(10**6)} {rng.randrange(10**6)}\n")
             proc.stdin.flush()
@@ -415,14 +418,16 @@ def test_sigkill_at_random_instants_never_loses_or_reorders_history(layout, monk
             assert all(os.WIFSIGNALED(s) and os.WTERMSIG(s) == signal.SIGKILL for s in statuses), statuses
             assert_history_matches_service(layout, symbols, settled=False)
             assert_best_links_resolve(layout)
-    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        assert sum(e["event"] == "promote" for e in read_history(layout)) >= 3  # the writers got somewhere
+        for symbol in symbols:  # a fresh writer takes over each symbol: repaired, then its own event
+            _publish(layout, D0, symbol=symbol)
+    finally:  # the observer's last look sees the final state, so no symbol's observations are empty
         stop.set()
         proc.kill()
         proc.wait(timeout=30)
-    observer.join(timeout=10)
-    assert sum(e["event"] == "promote" for e in read_history(layout)) >= 3  # the writers got somewhere
-    for symbol in symbols:  # a fresh writer takes over each symbol: repaired, then its own event
-        _publish(layout, D0, symbol=symbol)
+        observer.join(timeout=30)
     assert_history_matches_service(layout, symbols)
     assert_best_links_resolve(layout)
     assert not list(layout.releases_dir.glob("*/.*staging*"))
