@@ -9,6 +9,7 @@ import datetime as dt
 
 import dagster as dg
 
+from levibot_assets.core.layout import date_str
 from levibot_assets.settings import get_settings
 
 
@@ -42,5 +43,4 @@ def range_tags(start: dt.date, end: dt.date, symbol: str) -> dict[str, str]:
 
 
 def partition_key(date: dt.date | str, symbol: str) -> dg.MultiPartitionKey:
-    date_str = date if isinstance(date, str) else date.isoformat()
-    return dg.MultiPartitionKey({"date": date_str, "symbol": symbol})
+    return dg.MultiPartitionKey({"date": date_str(date), "symbol": symbol})

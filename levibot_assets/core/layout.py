@@ -20,8 +20,14 @@ from pathlib import Path
 from levibot_assets.core import object_store
 
 
-def _date_str(date: dt.date | str) -> str:
+def date_str(date: dt.date | str) -> str:
+    """YYYY-MM-DD of a date given either way (partition keys and paths use the text)."""
     return date if isinstance(date, str) else date.isoformat()
+
+
+def partition_label(date: dt.date | str, symbol: str) -> str:
+    """`<date>|<SYMBOL>`: the partition key as Dagster writes it, for messages that say what to materialize."""
+    return f"{date_str(date)}|{symbol}"
 
 
 def open_root(location: str | os.PathLike) -> Path:
@@ -46,7 +52,7 @@ class DataLayout:
 
     def table(self, asset: str, date: dt.date | str, symbol: str) -> Path:
         """Dated parquet file of a tabular asset partition."""
-        return self.root / asset / _date_str(date) / f"{symbol}.parquet"
+        return self.root / asset / date_str(date) / f"{symbol}.parquet"
 
     def table_dates(self, asset: str, symbol: str) -> list[str]:
         """Dates (YYYY-MM-DD, oldest first) that have a stored partition of `asset` for `symbol`."""
@@ -57,7 +63,7 @@ class DataLayout:
         return self.table("predictions", date, symbol)
 
     def model_dir(self, date: dt.date | str, symbol: str) -> Path:
-        return self.root / "models" / _date_str(date) / symbol
+        return self.root / "models" / date_str(date) / symbol
 
     def model_plot(self, date: dt.date | str, symbol: str, model_type: str) -> Path:
         """The evaluation PNG written beside a partition's model."""
@@ -68,10 +74,10 @@ class DataLayout:
         return self.root / "releases"
 
     def release_dir(self, date: dt.date | str, symbol: str) -> Path:
-        return self.releases_dir / _date_str(date) / symbol
+        return self.releases_dir / date_str(date) / symbol
 
     def release_summary(self, date: dt.date | str) -> Path:
-        return self.releases_dir / _date_str(date) / "summary.json"
+        return self.releases_dir / date_str(date) / "summary.json"
 
     @property
     def release_history(self) -> Path:
@@ -79,7 +85,7 @@ class DataLayout:
 
     def release_staging_dir(self, date: dt.date | str, symbol: str, token: str) -> Path:
         """Where a release is assembled before one rename puts it at release_dir (same filesystem)."""
-        return self.releases_dir / _date_str(date) / f".{symbol}.staging-{token}"
+        return self.releases_dir / date_str(date) / f".{symbol}.staging-{token}"
 
     @property
     def current_dir(self) -> Path:

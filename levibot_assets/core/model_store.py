@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, read_text
-from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.layout import DataLayout, partition_label
 from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_class
 from levibot_assets.core.release.store import MISSING, check_paths, sha256_bytes
 from levibot_assets.core.tables import MissingPartition, missing_partition
@@ -52,9 +52,8 @@ def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str,
     contents, problems = check_paths({name: (directory / name, sha256) for name, sha256 in expected.items()})
     if problems:
         name, problem = next(iter(problems.items()))
-        key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
         raise MissingPartition(
             f"{directory / name} is {'missing' if problem == MISSING else 'not the model'} {metrics_path.name} "
-            f"describes (a run stopped between writing them): materialize {model_type}_model for {key} again"
+            f"describes (a run stopped between writing them): materialize {model_type}_model for {partition_label(date, symbol)} again"
         )
     return TrainedModel(model=load_from_bytes(model_type, contents), metrics=metrics)

@@ -32,17 +32,13 @@ import pandas as pd
 
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.evaluation import Evaluation
-from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.layout import DataLayout, date_str, partition_label
 from levibot_assets.core.metrics import roc_auc
 from levibot_assets.core.tables import read_parquet_file
 
 CHAMPION = "champion"
 COLUMNS = ("timestamp", "model", "role", "p_up", "label", "scored", "release")
 LIVE_WINDOW_DAYS = 30
-
-
-def _date_str(date: dt.date | str) -> str:
-    return date if isinstance(date, str) else date.isoformat()
 
 
 def predictions_frame(evaluation: Evaluation, champion_release: str | None = None) -> pd.DataFrame:
@@ -73,7 +69,7 @@ def write_predictions(layout: DataLayout, date: dt.date | str, symbol: str, fram
     """Atomically replace predictions/<date>/<SYMBOL>.parquet (core.atomic)."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"predictions for {_date_str(date)}|{symbol} lack columns {missing}")
+        raise ValueError(f"predictions for {partition_label(date, symbol)} lack columns {missing}")
     return atomic_write_parquet(layout.predictions(date, symbol), frame[list(COLUMNS)])
 
 
@@ -97,7 +93,7 @@ def scores_from_predictions(frame: pd.DataFrame) -> dict[str, float]:
 def live_rows(frame: pd.DataFrame, date: dt.date | str) -> pd.DataFrame:
     """Champion rows of one day's predictions released before the day and with a probability."""
     rows = frame.loc[(frame["model"] == CHAMPION) & frame["release"].notna()]
-    rows = rows.loc[(rows["release"].astype(str) < _date_str(date)) & np.isfinite(rows["p_up"].to_numpy(dtype="float64"))]
+    rows = rows.loc[(rows["release"].astype(str) < date_str(date)) & np.isfinite(rows["p_up"].to_numpy(dtype="float64"))]
     return rows
 
 
@@ -140,7 +136,7 @@ def live_score(
     """Pooled live AUC over the last `window` stored prediction days of `symbol` up to `until` (default: all)."""
     dates = prediction_dates(layout, symbol)
     if until is not None:
-        dates = [d for d in dates if d <= _date_str(until)]
+        dates = [d for d in dates if d <= date_str(until)]
     dates = dates[-window:]
     result = LiveScore(symbol=symbol, until=dates[-1] if dates else None, window=window, days=dates)
     pooled = []

@@ -15,7 +15,7 @@ import pyarrow
 
 from levibot_assets.core import object_store
 from levibot_assets.core.atomic import atomic_write_parquet, read_bytes
-from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.layout import DataLayout, partition_label
 
 
 class MissingPartition(FileNotFoundError):
@@ -37,7 +37,7 @@ def read_parquet_file(path: Path) -> pd.DataFrame:
 
 def missing_partition(asset: str, date: dt.date | str, symbol: str, path: Path) -> MissingPartition:
     """The error for an upstream partition whose file `path` is not there, saying what to materialize."""
-    key = f"{date if isinstance(date, str) else date.isoformat()}|{symbol}"
+    key = partition_label(date, symbol)
     return MissingPartition(
         f"{asset} partition {key} has not been materialized (no file {path}): materialize {asset} for {key} first"
     )

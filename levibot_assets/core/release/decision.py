@@ -24,6 +24,7 @@ import numpy as np
 from levibot_assets.core.baselines import rule_baselines
 from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
+from levibot_assets.core.layout import date_str
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.release.store import ReleaseError, jsonable
@@ -129,7 +130,7 @@ def decide(
     Every score comes from one `evaluation` (core.evaluation) of candidates, champion and baselines
     on identical test rows; the champion's scores are also in `champion.metrics`.
     """
-    date = date if isinstance(date, str) else date.isoformat()
+    date = date_str(date)
     m = select_metric
     candidate_scores = {t: evaluation.scores[t] for t in candidates}
     baselines = {b: evaluation.scores[b] for b in evaluation.baselines}

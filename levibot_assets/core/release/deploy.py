@@ -38,7 +38,7 @@ from levibot_assets.core import object_store
 from levibot_assets.core.atomic import (
     append_line, atomic_write_text, fsync_dir, is_link, read_link, read_text, resolve_link, set_link,
 )
-from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.layout import DataLayout, date_str
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.release.decision import NOTHING_IN_SERVICE, ReleaseDecision, is_score
@@ -221,7 +221,7 @@ def read_history(layout: DataLayout, symbol: str | None = None) -> list[dict]:
 def read_summary(layout: DataLayout, date: dt.date | str) -> dict:
     path = layout.release_summary(date)
     if not path.exists():
-        return {"date": date if isinstance(date, str) else date.isoformat(), "symbols": {}}
+        return {"date": date_str(date), "symbols": {}}
     return json.loads(read_text(path))
 
 
@@ -231,7 +231,7 @@ def update_summary(layout: DataLayout, date: dt.date | str, symbol: str, entry: 
     Read-modify-write under a per-date lock, written atomically: concurrent runs for other symbols
     in other processes cannot lose each other's entries.
     """
-    date = date if isinstance(date, str) else date.isoformat()
+    date = date_str(date)
     with file_lock(layout, f"summary-{date}"):
         summary = read_summary(layout, date)
         summary.setdefault("symbols", {})[symbol] = entry
@@ -352,7 +352,7 @@ def load_decision(layout: DataLayout, date: dt.date | str, symbol: str) -> Relea
 
     If a crash came between the link swap and the summary update, the released manifest has it.
     """
-    date = date if isinstance(date, str) else date.isoformat()
+    date = date_str(date)
     entry = read_summary(layout, date).get("symbols", {}).get(symbol)
     if entry is not None:
         return ReleaseDecision.from_json(entry)
