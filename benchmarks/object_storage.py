@@ -33,10 +33,6 @@ from backfill_overhead import FIRST_DAY, SYMBOLS, plain_backfill  # noqa: E402
 OUT = REPO / "benchmarks" / "out" / "object_storage.md"
 
 
-def _files(root) -> dict[str, bytes]:
-    return {str(p).removeprefix(f"{root}/"): p.read_bytes() for p in root.rglob("*.parquet")}
-
-
 def backfill(data_dir: str, days: int) -> float:
     dates = [FIRST_DAY + dt.timedelta(days=k) for k in range(days)]
     started = time.perf_counter()
@@ -91,6 +87,7 @@ def main() -> None:
 
     from levibot_assets.core.layout import DataLayout
     from levibot_assets_tests.s3_server import aws_env, create_bucket, running_s3_server
+    from levibot_assets_tests.stored_files import parquet_files
 
     with tempfile.TemporaryDirectory() as tmp, running_s3_server(Path(tmp)) as endpoint:
         os.environ.update(aws_env(endpoint))
@@ -104,7 +101,7 @@ def main() -> None:
             rows[name] = (seconds, publish_s, rollback_s, serving(data_dir, 0.0), serving(data_dir, 1.0))
             print(name, rows[name], flush=True)
         local, remote = (DataLayout(d).root for d in stores.values())
-        same = _files(local) == _files(remote)
+        same = parquet_files(local) == parquet_files(remote)
 
     base = rows["local disk"]
     partitions = 2 * args.days * len(SYMBOLS)

@@ -74,3 +74,11 @@ def s3_data_dir(s3_endpoint, monkeypatch) -> str:
     create_bucket(s3_endpoint, bucket)
     return f"s3://{bucket}/data"
 
+
+@pytest.fixture
+def data_root(request, tmp_path):
+    """A fresh data directory on local disk, or with the `indirect` parameter "s3" on the local S3 server."""
+    if getattr(request, "param", "local") == "s3":
+        return request.getfixturevalue("s3_data_dir")
+    return tmp_path / "data"
+

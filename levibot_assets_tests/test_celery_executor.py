@@ -39,6 +39,7 @@ from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_
 from levibot_assets_tests import processes
 from levibot_assets_tests.celery_cluster import Orchestrator, find_redis, start_redis, start_workers
 from levibot_assets_tests.postgres import in_ci, postgres_server  # noqa: F401  (fixture)
+from levibot_assets_tests.stored_files import parquet_files
 
 pytest.importorskip("dagster_celery", reason="the celery extra is not installed: pip install -e '.[celery]'")
 
@@ -55,12 +56,6 @@ REDIS_PASSWORD = "s3cret-broker-pw"
 
 def _range(first: str, last: str) -> str:
     return f"{partition_key(DATES[0], first)}...{partition_key(DATES[-1], last)}"
-
-
-def _files(root) -> dict[str, bytes]:
-    """{relative path: bytes} of the raw_ohlcv and features parquet files under a local or S3 root."""
-    return {str(p).removeprefix(f"{root}/"): p.read_bytes() for asset in ("raw_ohlcv", "features")
-            for p in sorted((root / asset).rglob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +75,7 @@ def _reference(levibot_env, tmp_path: Path) -> dict[str, bytes]:
     tags = {RANGE_START_TAG: str(partition_key(DATES[0], SYMBOLS[0])), RANGE_END_TAG: str(partition_key(DATES[-1], SYMBOLS[-1]))}
     with dg.instance_for_test() as instance:
         assert dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance, tags=tags).success
-    files = _files(tmp_path / "reference")
+    files = parquet_files(tmp_path / "reference")
     assert len(files) == 2 * len(DATES) * len(SYMBOLS)
     return files
 
@@ -133,12 +128,12 @@ def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
         # 1. one range run over every date and symbol
         (result,) = orchestrator.run([_range(SYMBOLS[0], SYMBOLS[-1])])
         assert result["success"], result
-        assert _files(data_dir) == reference, "celery range run differs from the in-process run"
+        assert parquet_files(data_dir) == reference, "celery range run differs from the in-process run"
 
         # 2. three per-symbol runs at once: both workers take steps
         results = orchestrator.run([_range(s, s) for s in SYMBOLS])
         assert all(r["success"] for r in results), results
-        assert _files(data_dir) == reference
+        assert parquet_files(data_dir) == reference
 
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         runs = instance.get_runs()
@@ -181,7 +176,7 @@ def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
             assert steps == [("raw_ohlcv", node), ("raw_ohlcv", f"{survivor}@{host}"), ("features", f"{survivor}@{host}")]
         else:  # the step had ended before the kill: the survivor took the next one
             assert steps == [("raw_ohlcv", node), ("features", f"{survivor}@{host}")], steps
-        assert _files(data_dir) == reference, "a file differs after the worker was killed"
+        assert parquet_files(data_dir) == reference, "a file differs after the worker was killed"
         stored = [str(p) for p in data_dir.rglob("*") if p.is_file()]
         assert len(stored) == len(reference), stored  # nothing but whole parquet objects: no temp or partial object
         print(f"killed {node} {'mid-step (step re-queued)' if requeued else 'between steps'}")

@@ -26,6 +26,7 @@ from levibot_assets.partitions import partition_key
 from levibot_assets.serving import load_current
 from levibot_assets.settings import SettingsError, Settings
 from levibot_assets_tests import release_fixtures as rf
+from levibot_assets_tests.stored_files import parquet_files
 
 NIGHT = dt.date(2023, 4, 5)
 DATA_DAYS = [NIGHT - dt.timedelta(days=k) for k in range(3, -1, -1)]  # the 3-day window and its warm-up day
@@ -39,10 +40,6 @@ def _materialize(settings, dates, selection, instance) -> None:
         assert result.success
 
 
-def _objects(root) -> dict[str, bytes]:
-    return {str(p).removeprefix(f"{root}/"): p.read_bytes() for p in root.rglob("*.parquet")}
-
-
 @pytest.mark.slow
 def test_the_nightly_graph_runs_on_s3_and_is_served_from_the_pointer(levibot_env, s3_data_dir, tmp_path, capsys):
     local = levibot_env(DATA_DIR=tmp_path / "local", TRAIN_DAYS=3, OPTUNA_TRIALS=2, THREADS=1, TFT_MAX_MINUTES=0.05)
@@ -53,11 +50,11 @@ def test_the_nightly_graph_runs_on_s3_and_is_served_from_the_pointer(levibot_env
     assert layout.remote and not Path("s3:").exists()  # nothing written to a local directory named like the URL
     with dg.instance_for_test() as instance:
         _materialize(settings, DATA_DAYS, [raw_ohlcv, features], instance)
-        raw_and_features = _objects(layout.root)
+        raw_and_features = parquet_files(layout.root)
         _materialize(settings, [NIGHT], [lgbm_model, tft_model, best_release], instance)
 
     # the same bytes as on local disk, at the same keys
-    local_files = _objects(DataLayout(local.data_dir).root)
+    local_files = parquet_files(DataLayout(local.data_dir).root)
     assert raw_and_features == local_files and len(local_files) == 2 * len(DATA_DAYS)
     assert len(read_table(layout, "features", NIGHT, rf.SYMBOL)) > 1000
     assert (layout.model_dir(NIGHT, rf.SYMBOL) / "lgbm_metrics.json").exists()

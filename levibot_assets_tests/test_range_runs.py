@@ -11,6 +11,7 @@ from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
 from levibot_assets.resources.market_data import MarketDataResource
+from levibot_assets_tests.stored_files import parquet_files
 
 ASSETS = [raw_ohlcv, features]
 DATES = [dt.date(2025, 10, 12), dt.date(2025, 10, 13), dt.date(2025, 10, 14)]
@@ -31,10 +32,6 @@ class NegativePricesOnOneDay(MarketDataResource):
 
 def _range(start: dt.date, end: dt.date, first: str, last: str) -> dict:
     return {RANGE_START_TAG: str(partition_key(start, first)), RANGE_END_TAG: str(partition_key(end, last))}
-
-
-def _files(layout: DataLayout, asset: str) -> dict[str, bytes]:
-    return {str(p.relative_to(layout.root)): p.read_bytes() for p in sorted((layout.root / asset).rglob("*.parquet"))}
 
 
 def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot_env, tmp_path):
@@ -60,7 +57,7 @@ def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot
     assert {(e.check_name, e.partition) for e in evaluations if e.asset_key == dg.AssetKey("features")} == {
         (name, key) for name in ("finite_values", "complete_after_warmup", "label_balance") for key in expected
     }
-    range_files = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+    range_files = parquet_files(layout.root)
 
     # the same partitions one run each give byte-identical files (the warm-up day is read the same way)
     single = levibot_env(DATA_DIR=tmp_path / "single")
@@ -70,7 +67,7 @@ def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot
                 assert dg.materialize(ASSETS, resources=build_resources(single), instance=instance,
                                       partition_key=partition_key(date, symbol)).success
     single_layout = DataLayout(tmp_path / "single")
-    assert {**_files(single_layout, "raw_ohlcv"), **_files(single_layout, "features")} == range_files
+    assert parquet_files(single_layout.root) == range_files
 
 
 def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(levibot_env):
@@ -79,7 +76,7 @@ def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(le
     tags = _range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT")
     with dg.instance_for_test() as instance:
         assert dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, tags=tags).success
-        before = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+        before = parquet_files(layout.root)
 
         result = dg.materialize(ASSETS, instance=instance, tags=tags, raise_on_error=False,
                                 resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
@@ -96,7 +93,7 @@ def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(le
         assert {m.partition for m in result.get_asset_materialization_events()} == {
             f"{d}|BTCUSDT" for d in DATES if d != BAD_DAY}
         assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
-    after = {**_files(layout, "raw_ohlcv"), **_files(layout, "features")}
+    after = parquet_files(layout.root)
     assert after == before  # byte-identical: the bad day never replaced the good file
 
 

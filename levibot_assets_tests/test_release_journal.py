@@ -41,14 +41,11 @@ D0, D1, D2 = "2025-10-01", "2025-10-02", "2025-10-03"
 
 
 @pytest.fixture
-def layout(request, tmp_path) -> DataLayout:
-    """The data directory on local disk, or with `indirect` parameter "s3" on the local S3 server."""
-    if getattr(request, "param", "local") == "s3":
-        return DataLayout(request.getfixturevalue("s3_data_dir"))
-    return DataLayout(tmp_path / "data")
+def layout(data_root) -> DataLayout:
+    return DataLayout(data_root)
 
 
-BOTH_STORES = pytest.mark.parametrize("layout", ["local", "s3"], indirect=True)
+BOTH_STORES = pytest.mark.parametrize("data_root", ["local", "s3"], indirect=True)
 
 
 def _publish(layout: DataLayout, date: str, model_type: str = "lgbm", text: str = "model", symbol: str = SYMBOL,
@@ -389,7 +386,7 @@ KILL_ROUNDS = {"local": (18, 0.02, 0.25), "s3": (7, 0.3, 4.0)}
 TEST_LEASE_S = 3.0
 
 
-@pytest.mark.parametrize("layout", ["local", pytest.param("s3", marks=pytest.mark.slow)], indirect=True)
+@pytest.mark.parametrize("data_root", ["local", pytest.param("s3", marks=pytest.mark.slow)], indirect=True)
 def test_sigkill_at_random_instants_never_loses_or_reorders_history(layout, monkeypatch):
     rounds, earliest_s, latest_s = KILL_ROUNDS["s3" if layout.remote else "local"]
     monkeypatch.setattr(object_store, "LEASE_S", TEST_LEASE_S)  # for the writer that takes over at the end

@@ -51,14 +51,13 @@ def test_load_current_serves_the_release_in_service(layout, models):
     assert served.release_date == D0 and served.reloads == 2
 
 
-@pytest.mark.parametrize("store", ["local", "s3"])
-def test_a_re_release_of_the_date_in_service_reaches_a_running_loader(store, tmp_path, models, request):
+@pytest.mark.parametrize("data_root", ["local", "s3"], indirect=True)
+def test_a_re_release_of_the_date_in_service_reaches_a_running_loader(data_root, models):
     """Re-running best_release for the date in service replaces its release under an unchanged link."""
     a, b, row, pa, pb = models
-    root = request.getfixturevalue("s3_data_dir") if store == "s3" else tmp_path / "data"
-    layout = DataLayout(root)
+    layout = DataLayout(data_root)
     publish(layout, rf.released_decision(D0, rf.SYMBOL, a))
-    served = load_current(rf.SYMBOL, root, refresh_s=0)
+    served = load_current(rf.SYMBOL, data_root, refresh_s=0)
     np.testing.assert_allclose(served.predict_proba(row), pa)
     publish(layout, rf.released_decision(D0, rf.SYMBOL, b, champion_id=in_service_id(layout, rf.SYMBOL)))
     np.testing.assert_allclose(served.predict_proba(row), pb)  # same link, new release: reloaded

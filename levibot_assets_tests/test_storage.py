@@ -74,15 +74,15 @@ def test_layout_paths(tmp_path):
     assert layout.current_link("SOLUSDT") == tmp_path / "current/SOLUSDT"
 
 
-@pytest.mark.parametrize("store", ["local", "s3"])
-def test_a_model_file_without_its_metrics_is_refused_not_paired_with_the_old_metrics(store, tmp_path, request, monkeypatch):
+@pytest.mark.parametrize("data_root", ["local", "s3"], indirect=True)
+def test_a_model_file_without_its_metrics_is_refused_not_paired_with_the_old_metrics(data_root, monkeypatch):
     """A run killed after writing a new model file but before its metrics must not pass for complete."""
     from levibot_assets.core import model_store
     from levibot_assets.core.model_api import TrainedModel
     from levibot_assets.core.tables import MissingPartition
     from levibot_assets_tests import release_fixtures as rf
 
-    layout = DataLayout(request.getfixturevalue("s3_data_dir") if store == "s3" else tmp_path / "data")
+    layout = DataLayout(data_root)
     old, new = rf.lgbm(rounds=5), rf.lgbm(rounds=15)
     model_store.save_trained_model(layout, "2025-10-04", "BTCUSDT", TrainedModel(old, {"auc": 0.51}))
     loaded = model_store.load_trained_model(layout, "lgbm", "2025-10-04", "BTCUSDT")
