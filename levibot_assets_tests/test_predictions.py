@@ -35,7 +35,7 @@ from levibot_assets.core.predictions import (
     scores_from_predictions,
     write_predictions,
 )
-from levibot_assets.core.release.decision import decide, evaluate_with_champion
+from levibot_assets.core.release.decision import DecisionPolicy, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_date, load_decision, publish
 from levibot_assets.core.release.store import ReleaseError, load_release, sha256_file, verify_release
 from levibot_assets.partitions import partition_key
@@ -104,7 +104,7 @@ def test_a_baseline_that_is_a_candidate_is_not_a_baseline_of_the_rule(data, logi
     assert evaluation.models == ["lgbm", "logistic"]
     assert evaluation.baselines == ["majority", "last_return_sign"]
     trained = {"lgbm": TrainedModel(lgbm, {}), "logistic": TrainedModel(logistic, {"params": logistic.params()})}
-    decision = decide(rf.TEST_DATE, rf.SYMBOL, trained, evaluation, None, "auc")
+    decision = decide(rf.TEST_DATE, rf.SYMBOL, trained, evaluation, None, DecisionPolicy("auc"))
     assert decision.scores["best_baseline_name"] in ("majority", "last_return_sign")
     assert decision.scores["best_baseline"] == max(evaluation.scores[b]["auc"] for b in ("majority", "last_return_sign"))
     # where logistic is not a candidate (the model assets), it is still shown as a baseline, fitted the same way

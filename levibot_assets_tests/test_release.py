@@ -25,7 +25,7 @@ from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.evaluation import Scoring
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
-from levibot_assets.core.release.decision import CHAMPION, Champion, beats, decide, evaluate_with_champion
+from levibot_assets.core.release.decision import CHAMPION, Champion, DecisionPolicy, beats, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import (
     current_release_date,
     in_service_id,
@@ -77,7 +77,8 @@ def _decide(candidates: dict, champion_model=None, champion_date="2025-10-03", m
         champion_id = in_service_id(layout, rf.SYMBOL) if layout else f"{champion_date}@test"
         champion = Champion(champion_date, champion_model.model_type, champion_id, evaluation.scores.get(CHAMPION), error)
     trained = {t: rf.trained(m) for t, m in candidates.items()}
-    return decide(rf.TEST_DATE, rf.SYMBOL, trained, evaluation, champion, metric, margin, ["features/x/BTCUSDT"]), evaluation
+    policy = DecisionPolicy(metric, margin)
+    return decide(rf.TEST_DATE, rf.SYMBOL, trained, evaluation, champion, policy, ["features/x/BTCUSDT"]), evaluation
 
 
 def _publish_champion(layout, model, date=D1):
@@ -154,7 +155,10 @@ def test_champion_stays_when_the_challenger_is_not_better(layout, skill):
     champion = _publish_champion(layout, skill(2.0, seed=1))
     decision, _ = _decide({"skill": skill(0.8), "lgbm": rf.lgbm()}, champion)
     assert not decision.released
-    assert "does not beat champion 2025-10-03" in decision.reason and "stays in service" in decision.reason
+    assert "vs champion 2025-10-03" in decision.reason and "does not lie above the margin" in decision.reason
+    assert "stays in service" in decision.reason
+    comparison = decision.evidence["comparison"]
+    assert comparison["advantage"] < 0 and comparison["ci_low"] <= comparison["advantage"] <= comparison["ci_high"]
     publish(layout, decision)
     assert current_release_date(layout, rf.SYMBOL) == "2025-10-03"
     assert read_summary(layout, rf.TEST_DATE)["symbols"]["BTCUSDT"]["current_release"] == "2025-10-03"

@@ -1,8 +1,9 @@
-"""best_release: promote the best of lgbm/tft/logistic over the model in service only when it has earned it.
+"""best_release: promote the family with the best record over the model in service only when it has earned it.
 
-Candidates: the lgbm_model and tft_model partitions, and a logistic regression fitted here on the
-same purged training rows (core.baselines.fit_logistic: C chosen inside the training period). The
-decision is carried out by core.release.deploy.publish (release directory, atomic current/<SYMBOL> swap,
+Candidates: the lgbm_model and tft_model partitions, then the families fitted here from the same
+purged training rows (core.model_api.release_fitted_types: the logistic regression, C chosen
+inside the training period, and the ensemble averaging the others). The decision
+(core.release.decision) reads the trailing days' stored predictions for the record. It is carried out by core.release.deploy.publish (release directory, atomic current/<SYMBOL> swap,
 summary and history); then the test-day predictions of every candidate, baseline and the champion
 are stored as predictions/<date>/<SYMBOL>.parquet (core.predictions) and the live score (the
 champion's AUC per day, pooled over the last 30 stored days) goes into the metadata; last, the
@@ -15,12 +16,14 @@ import dagster as dg
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import RELEASE_CHECKS, release_check_results
-from levibot_assets.core.baselines import fit_logistic
 from levibot_assets.core.dataset import load_feature_window, split_window
 from levibot_assets.core.features import contract_version
-from levibot_assets.core.model_api import MODEL_FAMILIES, TrainedModel, asset_trained_types
+from levibot_assets.core.model_api import MODEL_FAMILIES, asset_trained_types, fit_in_release, release_fitted_types
 from levibot_assets.core.model_store import load_trained_model
-from levibot_assets.core.predictions import LIVE_WINDOW_DAYS, live_score, predictions_frame, write_predictions
+from levibot_assets.core.tables import MissingPartition
+from levibot_assets.core.predictions import (
+    LIVE_WINDOW_DAYS, live_score, predictions_frame, recent_predictions, write_predictions,
+)
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_date, current_release_dir, in_service_id, publish
 from levibot_assets.core.release.store import ReleaseError, release_id
@@ -50,14 +53,48 @@ def _champion_model(storage: StorageResource, symbol: str, log) -> tuple:
     )
 
 
+def _trained_candidates(layout, date, symbol: str, log) -> tuple[dict, list[str]]:
+    """The partition's asset-trained models; a family whose partition is missing is left out with a
+    warning (the night goes on with the others), but not all of them."""
+    candidates, missing = {}, []
+    for model_type in asset_trained_types():
+        try:
+            candidates[model_type] = load_trained_model(layout, model_type, date, symbol)
+        except MissingPartition as exc:
+            missing.append(model_type)
+            log.warning(f"{model_type} left out of the candidates: {exc}")
+    if not candidates:
+        raise MissingPartition(f"no trained model for {date}|{symbol}: materialize {', '.join(missing)} models first")
+    return candidates, missing
+
+
 def _float(x) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(x) if x is not None else float("nan"))
 
 
-def _logistic_candidate(split, horizon: int) -> TrainedModel:
-    """The logistic family, fitted on the partition's training rows only (C chosen inside them)."""
-    model = fit_logistic(split.train, horizon)
-    return TrainedModel(model=model, metrics={"params": model.params(), **model.facts})
+def _evidence_metadata(evidence: dict) -> dict:
+    """The record each family was chosen on, and the challenger vs the champion with its interval."""
+    meta = {"record_days": dg.MetadataValue.int(len(evidence["days"])), "record_rows": dg.MetadataValue.int(evidence["rows"])}
+    lines = [f"| family | {evidence['metric']} over {len(evidence['days'])} day(s) |", "|---|---:|"]
+    for name, value in {**evidence["records"], **{f"{b} (baseline)": v for b, v in evidence["baselines"].items()}}.items():
+        lines.append(f"| {'**' + name + '**' if name == evidence['challenger'] else name} | {_round(value)} |")
+    comparison = evidence.get("comparison")
+    if comparison and comparison["advantage"] is not None:
+        meta.update({
+            "advantage_over_champion": _float(round(comparison["advantage"], 4)),
+            "advantage_ci_low": _float(round(comparison["ci_low"], 4)),
+            "advantage_ci_high": _float(round(comparison["ci_high"], 4)),
+            "compared_rows": dg.MetadataValue.int(comparison["rows"]),
+        })
+        lines += ["", f"{comparison['challenger']} vs champion on {comparison['rows']} rows of {len(comparison['days'])} "
+                  f"day(s): advantage {comparison['advantage']:+.4f}, {comparison['confidence']:.0%} CI "
+                  f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"]
+    meta["record"] = dg.MetadataValue.md("\n".join(lines))
+    return meta
+
+
+def _round(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _live_metadata(layout, date, symbol: str) -> dict:
@@ -90,10 +127,11 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pi
     layout = storage.layout
 
     def compute(date, symbol: str) -> PartitionResult:
-        candidates = {t: load_trained_model(layout, t, date, symbol) for t in asset_trained_types()}
+        candidates, missing = _trained_candidates(layout, date, symbol, context.log)
         features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
         split = split_window(features, date, pipeline.label_horizon)
-        candidates["logistic"] = _logistic_candidate(split, pipeline.label_horizon)
+        for model_type in release_fitted_types():
+            candidates[model_type] = fit_in_release(model_type, split, pipeline.label_horizon, candidates)
         champion_model, champion = _champion_model(storage, symbol, context.log)
         evaluation, champion_error = evaluate_with_champion(
             split, {t: tm.model for t, tm in candidates.items()}, champion_model, pipeline.scoring
@@ -102,9 +140,8 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pi
             champion.metrics = evaluation.scores.get(CHAMPION)
             champion.error = champion.error or champion_error
         trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
-        decision = decide(
-            date, symbol, candidates, evaluation, champion, pipeline.select_metric, pipeline.promote_margin, trained_on
-        )
+        history = recent_predictions(layout, symbol, date, pipeline.record_days - 1)
+        decision = decide(date, symbol, candidates, evaluation, champion, pipeline.policy, trained_on, history)
         (context.log.info if decision.released else context.log.warning)(decision.reason)
         scores = decision.scores
         metadata = {
@@ -118,7 +155,10 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pi
             "best_baseline_score": _float(scores["best_baseline"]),
             "test_rows": dg.MetadataValue.int(decision.test_rows or 0),
             "scores": dg.MetadataValue.md(evaluation.markdown_table()),
+            **_evidence_metadata(decision.evidence),
         }
+        if missing:
+            metadata["candidates_missing"] = dg.MetadataValue.text(", ".join(missing))
 
         scored_champion = champion.release_date if champion is not None and champion.metrics is not None else None
         predictions = predictions_frame(evaluation, scored_champion)

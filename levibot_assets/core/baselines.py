@@ -25,7 +25,7 @@ import pandas as pd
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import roc_auc
-from levibot_assets.core.model_api import MODEL_FAMILIES
+from levibot_assets.core.model_api import MODEL_FAMILIES, TrainedModel
 from levibot_assets.core.splits import SplitError, walk_forward_splits
 
 LOGISTIC_FILE = MODEL_FAMILIES["logistic"].main_file
@@ -144,6 +144,12 @@ def fit_logistic(
     facts = {"C": chosen, "C_grid": [float(c) for c in grid], "fold_auc_by_C": {str(c): a for c, a in fold_auc.items()},
              "selection": how, "train_rows": int(len(train))}
     return LogisticClassifier(FEATURE_COLUMNS, mean, scale, coef, intercept, chosen, facts)
+
+
+def fit_logistic_candidate(split, horizon: int, candidates=None) -> TrainedModel:
+    """The logistic family as a release candidate: fitted on the split's training rows (C chosen inside them)."""
+    model = fit_logistic(split.train, horizon)
+    return TrainedModel(model=model, metrics={"params": model.params(), **model.facts})
 
 
 def majority(train: pd.DataFrame, test: pd.DataFrame, horizon: int = DEFAULT_HORIZON) -> np.ndarray:

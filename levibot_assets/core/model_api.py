@@ -32,6 +32,9 @@ class ModelFamily:
     main_file: str  # the file the model is saved as (what a release's best_<type> link points at)
     asset: str | None = None  # the Dagster asset that trains it; None: best_release fits it itself
     kinds: frozenset[str] = frozenset()  # that asset's kinds in the UI
+    # "module:function(split, horizon, candidates) -> TrainedModel" for a family best_release fits
+    # from the partition's training rows and the candidates before it (families without an asset)
+    release_fit: str | None = None
 
 
 # model_type -> ModelFamily
@@ -41,13 +44,32 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
     ),
     "tft": ModelFamily("levibot_assets.core.tft:TftClassifier", "tft.ckpt", "tft_model", frozenset({"pytorch"})),
     # coefficients + scaler as JSON
-    "logistic": ModelFamily("levibot_assets.core.baselines:LogisticClassifier", "logistic.json"),
+    "logistic": ModelFamily(
+        "levibot_assets.core.baselines:LogisticClassifier", "logistic.json",
+        release_fit="levibot_assets.core.baselines:fit_logistic_candidate",
+    ),
+    # the average of the candidates above: their files + the list of members
+    "ensemble": ModelFamily(
+        "levibot_assets.core.ensemble:EnsembleClassifier", "ensemble.json",
+        release_fit="levibot_assets.core.ensemble:fit_ensemble",
+    ),
 }
 
 
 def asset_trained_types() -> list[str]:
     """The model types that have their own asset (best_release loads them as candidates)."""
     return [model_type for model_type, family in MODEL_FAMILIES.items() if family.asset]
+
+
+def release_fitted_types() -> list[str]:
+    """The model types best_release fits itself, in registry order (an ensemble after its members)."""
+    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.release_fit]
+
+
+def fit_in_release(model_type: str, split, horizon: int, candidates: Mapping[str, "TrainedModel"]) -> "TrainedModel":
+    """Fit a release-fitted family on the partition's split (training rows only) and the candidates so far."""
+    module_name, function = MODEL_FAMILIES[model_type].release_fit.split(":")
+    return getattr(importlib.import_module(module_name), function)(split, horizon, candidates)
 
 
 @runtime_checkable

@@ -82,6 +82,14 @@ def prediction_dates(layout: DataLayout, symbol: str) -> list[str]:
     return layout.table_dates("predictions", symbol)
 
 
+def recent_predictions(layout: DataLayout, symbol: str, before: dt.date | str, days: int) -> dict[str, pd.DataFrame]:
+    """{day: predictions} of the last `days` stored days of `symbol` strictly before `before`."""
+    if days < 1:
+        return {}
+    dates = [d for d in prediction_dates(layout, symbol) if d < date_str(before)][-days:]
+    return {day: read_predictions(layout, day, symbol) for day in dates}
+
+
 def scores_from_predictions(frame: pd.DataFrame) -> dict[str, float]:
     """{model: AUC over its scored rows}, recomputed from a predictions table alone."""
     out = {}

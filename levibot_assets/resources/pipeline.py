@@ -14,6 +14,7 @@ from typing import Optional
 import dagster as dg
 
 from levibot_assets.core.evaluation import Scoring
+from levibot_assets.core.release.decision import DecisionPolicy
 
 OPTUNA_STORAGE_ENV = "LEVIBOT_OPTUNA_STORAGE"
 
@@ -30,6 +31,8 @@ class PipelineConfig(dg.ConfigurableResource):
     fee_bps: float
     select_metric: str
     promote_margin: float
+    record_days: int
+    promote_confidence: float
     psi_warn: float
     threads: int
 
@@ -37,6 +40,11 @@ class PipelineConfig(dg.ConfigurableResource):
     def scoring(self) -> Scoring:
         """What evaluation needs of these knobs."""
         return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps)
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        """What the release decision needs of these knobs."""
+        return DecisionPolicy(self.select_metric, self.promote_margin, self.record_days, self.promote_confidence)
 
     @classmethod
     def from_settings(cls, settings) -> "PipelineConfig":
@@ -51,6 +59,8 @@ class PipelineConfig(dg.ConfigurableResource):
             fee_bps=settings.fee_bps,
             select_metric=settings.select_metric,
             promote_margin=settings.promote_margin,
+            record_days=settings.record_days,
+            promote_confidence=settings.promote_confidence,
             psi_warn=settings.psi_warn,
             threads=settings.threads,
         )

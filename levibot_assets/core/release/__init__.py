@@ -2,6 +2,8 @@
 
 - decision: the champion/challenger rule (decide, evaluate_with_champion, Champion) and the record
   of what it decided (ReleaseDecision, beats, is_score).
+- evidence: the families' records over trailing days from the stored predictions, and the paired
+  block-bootstrap comparison of the challenger with the champion (what decision rests on).
 - store: one release directory on disk: manifest, sha256 hashing, staging and atomic install,
   verification and loading (check_files, verify_release, load_release), release_id, ReleaseError.
 - deploy: what is in service and how it changes: current/<SYMBOL> and best_* links, the history

@@ -1,16 +1,22 @@
-"""The champion/challenger rule and its record: score everything on the same rows, promote only what has earned it.
+"""The champion/challenger rule and its record: decide on a multi-day record, promote only on a paired win.
 
-The challenger is the better candidate (lgbm, tft, logistic) by LEVIBOT_SELECT_METRIC (lower is
-better for log_loss and brier). It is released only if it beats the best baseline and, when a model
-is in service (the champion), beats the champion by more than LEVIBOT_PROMOTE_MARGIN, every score
-coming from one core.evaluation run on identical test-day rows (the day the champion never saw).
+The candidates (lgbm, tft, logistic, ensemble: core.model_api.MODEL_FAMILIES) are scored with the
+champion and the baselines on identical test-day rows (core.evaluation). The decision then looks
+past the day (core.release.evidence): the challenger is the family with the best record over the
+last LEVIBOT_RECORD_DAYS stored days (today included; lower is better for log_loss and brier;
+Sharpe is judged on AUC there). It is released only if its record beats the best baseline's on
+the same rows and, when a model is in service (the champion), if its advantage over the champion
+on the champion's own out-of-sample rows has a paired block-bootstrap confidence interval
+(LEVIBOT_PROMOTE_CONFIDENCE) lying entirely above LEVIBOT_PROMOTE_MARGIN. One day's AUC has a
+standard error near 0.015: a rule on one day's point scores promotes on noise.
 
 The baselines of the rule are those that are not candidates (core.baselines.rule_baselines): with
 logistic regression a candidate, the rule's baselines are majority and last_return_sign, so no
 candidate is ever required to beat itself.
 
-What was decided is a ReleaseDecision; carrying it out (writing the release, swapping what is in
-service, recording it) is release.deploy.publish, which needs only the record, never the rule.
+What was decided is a ReleaseDecision (its `evidence` holds the records, the difference and its
+interval); carrying it out (writing the release, swapping what is in service, recording it) is
+release.deploy.publish, which needs only the record, never the rule.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from levibot_assets.core.baselines import rule_baselines
 from levibot_assets.core.dataset import TrainTest, align_to_rows
@@ -27,6 +34,8 @@ from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.layout import date_str
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.predictions import predictions_frame
+from levibot_assets.core.release.evidence import gather_evidence, record_metric
 from levibot_assets.core.release.store import ReleaseError, jsonable
 
 # champion_id of a decision made with nothing in service; deploy.in_service_id says the same when
@@ -64,6 +73,7 @@ class ReleaseDecision:
     challenger_type: str | None
     scores: dict = field(default_factory=dict)  # challenger, champion, best_baseline (+ its name)
     metrics: dict = field(default_factory=dict)  # candidates, champion, baselines: full score dicts
+    evidence: dict = field(default_factory=dict)  # core.release.evidence: records and the paired comparison
     champion_release: str | None = None
     # in_service_id when the decision was scored; None for a decision not scored against the release
     # in service (made by hand: tests, benchmarks), which publish deploys without the re-check.
@@ -115,40 +125,61 @@ def _fmt(x: Any) -> str:
     return f"{float(x):.4f}" if is_score(x) else "n/a"
 
 
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """The knobs of the rule (LEVIBOT_SELECT_METRIC, _PROMOTE_MARGIN, _RECORD_DAYS, _PROMOTE_CONFIDENCE)."""
+
+    select_metric: str = "auc"
+    promote_margin: float = 0.0
+    record_days: int = 10
+    confidence: float = 0.9
+
+
 def decide(
     date: dt.date | str,
     symbol: str,
     candidates: dict[str, TrainedModel],
     evaluation: Evaluation,
     champion: Champion | None,
-    select_metric: str,
-    promote_margin: float = 0.0,
+    policy: DecisionPolicy,
     trained_on: list[str] | None = None,
+    history: dict[str, pd.DataFrame] | None = None,
 ) -> ReleaseDecision:
-    """Promote the better candidate only if it beats the best baseline and the champion by the margin.
+    """Choose the challenger on the families' record, promote it only on a paired win over the champion.
 
-    Every score comes from one `evaluation` (core.evaluation) of candidates, champion and baselines
-    on identical test rows; the champion's scores are also in `champion.metrics`.
+    `history` holds the stored predictions of the trailing days before `date` ({day: table},
+    core.predictions); today's rows come from `evaluation` (candidates, champion and baselines
+    scored on identical rows). The record covers the last `policy.record_days` days, today
+    included (core.release.evidence). The challenger (the family with the best record) is released
+    when its record beats the best baseline's record on the same rows and, with a model in service,
+    when its advantage over the champion on the champion's own out-of-sample rows has a confidence
+    interval (level `policy.confidence`) entirely above `policy.promote_margin`.
     """
     date = date_str(date)
-    m = select_metric
+    m = policy.select_metric
+    record_m = record_metric(m)
     candidate_scores = {t: evaluation.scores[t] for t in candidates}
     baselines = {b: evaluation.scores[b] for b in evaluation.baselines}
-    challenger_type, challenger_score = best_of({t: s.get(m) for t, s in candidate_scores.items()}, m)
     baseline_name, baseline_score = best_of({n: s.get(m) for n, s in baselines.items()}, m)
     champion_score = (champion.metrics or {}).get(m) if champion else None
+    scored_release = champion.release_date if champion is not None and champion.metrics is not None else None
+    frames = dict(sorted((history or {}).items())[-(policy.record_days - 1):]) if policy.record_days > 1 else {}
+    frames[date] = predictions_frame(evaluation, scored_release)
+    evidence = gather_evidence(frames, list(candidates), record_m, policy.confidence, scored_release)
+    challenger_type = evidence.challenger
     common = dict(
         date=date,
         symbol=symbol,
         select_metric=m,
         challenger_type=challenger_type,
         scores={
-            "challenger": challenger_score,
+            "challenger": candidate_scores[challenger_type].get(m) if challenger_type else None,
             "champion": champion_score,
             "best_baseline": baseline_score,
             "best_baseline_name": baseline_name,
         },
         metrics={"candidates": candidate_scores, "champion": champion.metrics if champion else None, "baselines": baselines},
+        evidence=evidence.as_dict(),
         champion_release=champion.release_date if champion else None,
         champion_id=champion.release_id if champion else NOTHING_IN_SERVICE,
         trained_on=list(trained_on or []),
@@ -156,31 +187,45 @@ def decide(
     )
     keep = f"champion {champion.release_date} stays in service" if champion else "nothing is in service for this symbol"
     if challenger_type is None:
-        return ReleaseDecision(released=False, reason=f"no candidate has a finite {m}: nothing released; {keep}", **common)
-    trained = candidates[challenger_type]
-    challenger = f"{challenger_type} {m}={_fmt(challenger_score)}"
-    if not beats(challenger_score, baseline_score, m):
-        reason = f"{challenger} does not beat the best baseline {baseline_name} {m}={_fmt(baseline_score)}: nothing released; {keep}"
+        return ReleaseDecision(released=False, reason=f"no candidate has a finite {record_m} record: nothing released; {keep}", **common)
+    n_days = len(evidence.days)
+    record = f"{challenger_type} {record_m}={_fmt(evidence.records[challenger_type])} over {n_days} day(s), {evidence.rows} rows"
+    best_b, best_b_score = best_of(evidence.baselines, record_m)
+    if not beats(evidence.records[challenger_type], best_b_score, record_m):
+        reason = f"{record} does not beat the best baseline {best_b} {record_m}={_fmt(best_b_score)} on them: nothing released; {keep}"
         return ReleaseDecision(released=False, reason=reason, **common)
-    baseline_part = f"beats the best baseline {baseline_name} {m}={_fmt(baseline_score)}"
+    baseline_part = f"beats the best baseline {best_b} {record_m}={_fmt(best_b_score)}"
+    comparison = evidence.comparison
     if champion is None:
-        reason = f"first release for {symbol}: {challenger} {baseline_part}"
-    elif champion.metrics is None or not is_score(champion_score):
-        reason = f"champion {champion.release_date} could not be scored ({champion.error or 'no score'}); {challenger} {baseline_part}"
-    elif beats(challenger_score, champion_score, m, promote_margin):
-        reason = (
-            f"{challenger} beats champion {champion.release_date} ({champion.model_type}) {m}={_fmt(champion_score)} "
-            f"by more than the margin {promote_margin:g} on the same {common['test_rows']} rows and {baseline_part}"
-        )
+        reason = f"first release for {symbol}: {record} {baseline_part}"
+    elif champion.metrics is None or not is_score(champion_score) or comparison is None or comparison.advantage is None:
+        reason = f"champion {champion.release_date} could not be scored ({champion.error or 'no score'}); {record} {baseline_part}"
     else:
-        reason = (
-            f"{challenger} does not beat champion {champion.release_date} ({champion.model_type}) "
-            f"{m}={_fmt(champion_score)} by more than the margin {promote_margin:g} on the same "
-            f"{common['test_rows']} rows: {keep}"
+        versus = (
+            f"{challenger_type} vs champion {champion.release_date} ({champion.model_type}) on the champion's "
+            f"{comparison.rows} rows of {len(comparison.days)} day(s): {record_m} {_fmt(comparison.challenger_score)} vs "
+            f"{_fmt(comparison.champion_score)}, advantage {comparison.advantage:+.4f}, {comparison.confidence:.0%} CI "
+            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]"
         )
-        return ReleaseDecision(released=False, reason=reason, **common)
+        if not comparison.holds_up(policy.promote_margin):
+            reason = f"{versus} does not lie above the margin {policy.promote_margin:g}: {keep} ({record})"
+            return ReleaseDecision(released=False, reason=reason, **common)
+        reason = f"{versus} lies above the margin {policy.promote_margin:g}; {record} {baseline_part}"
+    trained = candidates[challenger_type]
     params = trained.metrics.get("best_params") or trained.metrics.get("params") or {}
     return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
+
+
+def candidate_probabilities(split: TrainTest, candidates: dict[str, Classifier]) -> dict[str, np.ndarray]:
+    """Each candidate's P(up) on the test rows; an ensemble combines its members' arrays (computed once)."""
+    probas: dict[str, np.ndarray] = {}
+    for name, model in candidates.items():
+        members = getattr(model, "members", None)
+        if members and all(members[m] is candidates.get(m) for m in members):
+            probas[name] = model.combine({m: probas[m] for m in members})
+        else:
+            probas[name] = align_to_rows(split.context, model.predict_proba(split.context), split.test)
+    return probas
 
 
 def evaluate_with_champion(
@@ -197,7 +242,7 @@ def evaluate_with_champion(
     are also candidates are left out of the baselines (rule_baselines).
     """
     baselines = rule_baselines(candidates)
-    probas = {name: align_to_rows(split.context, model.predict_proba(split.context), split.test) for name, model in candidates.items()}
+    probas = candidate_probabilities(split, candidates)
     champion_error = None
     if champion is not None:
         try:
