@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     fee_bps: float = _var("LEVIBOT_FEE_BPS", 10.0, ge=0.0, le=1000.0)
     select_metric: Literal[tuple(METRICS)] = _var("LEVIBOT_SELECT_METRIC", "auc")
     promote_margin: float = _var("LEVIBOT_PROMOTE_MARGIN", 0.0, ge=-1.0, le=1.0)
-    psi_warn: float = _var("LEVIBOT_PSI_WARN", 0.25, ge=0.0, le=100.0)
+    psi_warn: float = _var("LEVIBOT_PSI_WARN", 1.5, ge=0.0, le=100.0)
     alert_webhook: Optional[str] = _secret("LEVIBOT_ALERT_WEBHOOK")
     # OpenMP/BLAS/torch threads of one run; default derived from the machine (see default_threads)
     threads: int = Field(default_factory=default_threads, validation_alias="LEVIBOT_THREADS", ge=1, le=256)
