@@ -151,7 +151,7 @@ def drift_check_result(window: Mapping[str, pd.DataFrame], test_date: dt.date, m
     drifted = sorted(report.drifted, key=lambda f: -report.psi_by_feature[f])
     psi, bound = report.psi_by_feature, report.bound_by_feature
     if drifted:
-        description = f"{len(drifted)} features drifted (PSI > bound): " + ", ".join(
+        description = f"{len(drifted)} of {len(psi)} features above their bound: " + ", ".join(
             f"{f} {psi[f]:.4f} > {bound[f]:.4f}" for f in drifted
         )
     else:
