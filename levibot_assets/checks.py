@@ -43,7 +43,8 @@ _MODEL = {
     "no_train_test_overlap": (ERROR, "training rows end at least the purge gap before the test day"),
     "beats_baselines": (WARN, "out-of-sample score beats the best baseline on the same rows"),
 }
-_DRIFT = {"feature_drift": (WARN, "PSI of each feature, test day vs training days, at most LEVIBOT_PSI_WARN")}
+_DRIFT = {"feature_drift": (WARN, "PSI of each feature, test day vs training days, at most LEVIBOT_PSI_WARN above the "
+                                  "largest PSI of a training day vs the other training days")}
 _RELEASE = {
     "release_files_intact": (ERROR, "every file of the manifest exists with its sha256"),
     "release_predicts": (ERROR, "the released model loads and predicts probabilities in [0, 1]"),
@@ -134,34 +135,43 @@ def model_check_results(
     ]
 
 
-def drift_check_result(window: Mapping[str, pd.DataFrame], test_date: dt.date, threshold: float) -> dg.AssetCheckResult:
-    """PSI of the test day's features against the window's earlier (training) days."""
+def drift_check_result(window: Mapping[str, pd.DataFrame], test_date: dt.date, margin: float) -> dg.AssetCheckResult:
+    """PSI of the test day's features against the window's earlier (training) days, each feature
+    against its own bound calibrated on those days (core.drift); floats shown to 4 decimals."""
     test_key = test_date.isoformat()
-    train_days = [frame for day, frame in window.items() if day < test_key]
-    if test_key not in window or not train_days:
+    train_days = [frame for day, frame in sorted(window.items()) if day < test_key]
+    if test_key not in window or len(train_days) < 2:
         return check_result(
             "feature_drift",
-            quality.QualityResult(False, f"cannot measure drift: needs {test_key} and earlier days, got {sorted(window)}"),
+            quality.QualityResult(
+                False, f"cannot measure drift: needs {test_key} and 2 earlier days to calibrate on, got {sorted(window)}"
+            ),
         )
-    report = feature_drift(pd.concat(train_days, ignore_index=True), window[test_key], FEATURE_COLUMNS, threshold)
-    drifted = report.drifted
-    description = (
-        f"max PSI {report.max_psi:.3f} <= {threshold}"
-        if not drifted
-        else f"{len(drifted)} features drifted (PSI > {threshold}): "
-        + ", ".join(f"{f} {v:.3f}" for f, v in sorted(drifted.items(), key=lambda kv: -kv[1]))
-    )
+    report = feature_drift(train_days, window[test_key], FEATURE_COLUMNS, margin)
+    drifted = sorted(report.drifted, key=lambda f: -report.psi_by_feature[f])
+    psi, bound = report.psi_by_feature, report.bound_by_feature
+    if drifted:
+        description = f"{len(drifted)} of {len(psi)} features above their bound: " + ", ".join(
+            f"{f} {psi[f]:.4f} > {bound[f]:.4f}" for f in drifted
+        )
+    else:
+        nearest = max((f for f in psi if np.isfinite(psi[f])), key=lambda f: psi[f] - bound[f], default=None)
+        description = "every feature within its bound" + (
+            f"; nearest: {nearest} {psi[nearest]:.4f} <= {bound[nearest]:.4f}" if nearest else ""
+        )
     return check_result(
         "feature_drift",
         quality.QualityResult(
             not drifted,
             description,
             {
-                "max_psi": report.max_psi,
+                "max_psi": round(report.max_psi, 4),
                 "drifted_features": len(drifted),
-                "psi_threshold": threshold,
+                "drifted": drifted,
+                "psi_margin": margin,
                 "training_days": len(train_days),
-                **{f"psi_{f}": v for f, v in report.psi_by_feature.items()},
+                **{f"psi_{f}": round(v, 4) for f, v in psi.items()},
+                **{f"bound_{f}": round(v, 4) for f, v in bound.items()},
             },
         ),
     )

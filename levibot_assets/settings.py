@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     promote_margin: float = _var("LEVIBOT_PROMOTE_MARGIN", 0.0, ge=-1.0, le=1.0)
     record_days: int = _var("LEVIBOT_RECORD_DAYS", 10, ge=1, le=365)
     promote_confidence: float = _var("LEVIBOT_PROMOTE_CONFIDENCE", 0.9, ge=0.0, le=0.999)
-    psi_warn: float = _var("LEVIBOT_PSI_WARN", 0.25, ge=0.0, le=100.0)
+    psi_warn: float = _var("LEVIBOT_PSI_WARN", 1.5, ge=0.0, le=100.0)
     alert_webhook: Optional[str] = _secret("LEVIBOT_ALERT_WEBHOOK")
     # OpenMP/BLAS/torch threads of one run; default derived from the machine (see default_threads)
     threads: int = Field(default_factory=default_threads, validation_alias="LEVIBOT_THREADS", ge=1, le=256)

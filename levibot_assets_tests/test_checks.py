@@ -102,17 +102,23 @@ def test_model_and_drift_results():
 
     days = [dt.date(2025, 10, 10) + dt.timedelta(days=k) for k in range(4)]
     frames = {d.isoformat(): compute_features(synthetic_day("ETHUSDT", d), d, 15) for d in days}
-    drift = drift_check_result(frames, days[-1], threshold=0.25)
+    margin = Settings().psi_warn
+    drift = drift_check_result(frames, days[-1], margin)
     assert drift.check_name == "feature_drift" and drift.severity == dg.AssetCheckSeverity.WARN
-    assert drift.metadata["training_days"].value == 3
-    assert np.isfinite(drift.metadata["psi_ret_1"].value)
+    assert drift.passed and "every feature within its bound" in drift.description
+    assert drift.metadata["training_days"].value == 3 and drift.metadata["drifted"].value == []
+    psi, bound = drift.metadata["psi_ret_1"].value, drift.metadata["bound_ret_1"].value
+    assert np.isfinite(psi) and bound >= margin and psi == round(psi, 4) and bound == round(bound, 4)
     shifted = dict(frames)
     shifted[days[-1].isoformat()] = frames[days[-1].isoformat()].assign(log_volume=lambda f: f["log_volume"] + 5)
-    drifted = drift_check_result(shifted, days[-1], threshold=0.25)
-    assert not drifted.passed and "log_volume" in drifted.description
-    missing = drift_check_result({days[-1].isoformat(): frames[days[-1].isoformat()]}, days[-1], 0.25)
-    assert not missing.passed and "cannot measure drift" in missing.description
-
+    drifted = drift_check_result(shifted, days[-1], margin)
+    assert not drifted.passed and drifted.metadata["drifted"].value == ["log_volume"]
+    assert drifted.metadata["psi_log_volume"].value > drifted.metadata["bound_log_volume"].value
+    assert drifted.description.startswith("1 of 15 features above their bound: log_volume ")
+    too_few = {d: frames[d] for d in sorted(frames)[-2:]}  # one training day: nothing to calibrate on
+    for window in (too_few, {days[-1].isoformat(): frames[days[-1].isoformat()]}):
+        missing = drift_check_result(window, days[-1], margin)
+        assert not missing.passed and "cannot measure drift" in missing.description
 
 @pytest.mark.slow
 def test_model_asset_reports_overlap_baseline_and_drift_checks(levibot_env):
