@@ -117,6 +117,34 @@ def test_console_entry_point_runs(layout):
     assert "* BTCUSDT" in result.stdout
 
 
+# what `levibot predict` must not import: its cold start is what a user waits for (scipy.sparse
+# is imported by lightgbm itself)
+HEAVY = {"dagster", "torch", "sklearn", "matplotlib", "optuna"}
+NOT_IMPORTED = {"lgbm": HEAVY, "logistic": HEAVY | {"scipy", "lightgbm"}}
+
+
+@pytest.mark.parametrize("model_type", sorted(NOT_IMPORTED))
+def test_predict_imports_only_what_the_release_needs(tmp_path, model, model_type):
+    from levibot_assets.core.baselines import fit_logistic
+
+    layout = DataLayout(tmp_path / "data")
+    served = model if model_type == "lgbm" else fit_logistic(rf.split().train)
+    publish(layout, rf.released_decision(DATES[0], rf.SYMBOL, served))
+    for day, frame in rf.feature_window(days=2).items():
+        atomic_write_parquet(layout.table("features", day, rf.SYMBOL), frame)
+    script = (
+        "import sys; from levibot_assets.cli import main; "
+        f"code = main(['predict', '--symbol', '{rf.SYMBOL}', '--data-dir', sys.argv[1]]); "
+        "print(sorted({m.split('.')[0] for m in sys.modules})); sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(layout.root)], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{model_type})" in result.stdout  # "(release <date>, <model type>)"
+    imported = set(eval(result.stdout.strip().splitlines()[-1]))
+    assert not imported & NOT_IMPORTED[model_type], sorted(imported & NOT_IMPORTED[model_type])
+
+
 LEVIBOT = Path(sys.executable).with_name("levibot")  # the console script installed beside this Python
 
 # case -> (argv, LEVIBOT_* variables, what the one error line must name); {file} is a plain file,

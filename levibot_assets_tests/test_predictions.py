@@ -228,7 +228,7 @@ def test_best_release_stores_predictions_scores_the_live_model_and_offers_logist
         assert decision.scores["best_baseline"] == max(recomputed["majority"], recomputed["last_return_sign"])
     decision2 = recorded[1][0]
     assert decision2.champion_release == D1.isoformat() and decision2.released
-    assert meta2["live_auc"].value == decision2.scores["champion"]
+    assert meta2["live_auc"].value == round(decision2.scores["champion"], 4)  # metadata shows 4 decimals
     assert meta2["live_auc_pooled_30d"].value == meta2["live_auc"].value
     assert meta2["live_days_30d"].value == 1 and meta2["live_days_missing_30d"].value == 1
     assert (f"BTCUSDT live score: pooled AUC {meta2['live_auc'].value:.4f} over 1 day(s)" in cli), cli
