@@ -43,9 +43,12 @@ def test_subcommands_are_registered_in_one_place():
 def test_releases_lists_scores_and_marks_the_current_one(layout, capsys):
     assert run(layout, "releases", "--symbol", rf.SYMBOL) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "score" in lines[0] and len(lines) == 4
+    assert "score" in lines[0] and lines[4:7] == ["", "in service now:", lines[6]] and len(lines) == 9
     assert lines[3].startswith("* BTCUSDT") and "2025-10-03" in lines[3] and "0.5300" in lines[3]
     assert not any(line.startswith("*") for line in lines[1:3])
+    # the in-service table: release, family, since the history event that put it in service, no live days yet
+    since = read_history(layout, rf.SYMBOL)[-1]["at"][:16].replace("T", " ")
+    assert lines[8] == f"| BTCUSDT | 2025-10-03 | lgbm | {since} | - | 0 |"
 
 
 def test_releases_without_any(tmp_path, capsys):
