@@ -106,6 +106,9 @@ def releases(args: argparse.Namespace) -> int:
         print(f"  {symbol} live score: {pooled} over {live.days_counted} day(s), {live.rows} rows "
               f"({live.days[0]} .. {live.days[-1]}: last {len(live.days)} stored day(s), "
               f"{live.days_missing} without an earlier release in service)")
+    from levibot_assets.core.reports import in_service, in_service_markdown
+
+    print("\nin service now:\n" + in_service_markdown([in_service(_layout(args), s) for s in sorted({r.symbol for r in rows})]))
     return 0
 
 

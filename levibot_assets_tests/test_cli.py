@@ -43,9 +43,12 @@ def test_subcommands_are_registered_in_one_place():
 def test_releases_lists_scores_and_marks_the_current_one(layout, capsys):
     assert run(layout, "releases", "--symbol", rf.SYMBOL) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "score" in lines[0] and len(lines) == 4
+    assert "score" in lines[0] and lines[4:7] == ["", "in service now:", lines[6]] and len(lines) == 9
     assert lines[3].startswith("* BTCUSDT") and "2025-10-03" in lines[3] and "0.5300" in lines[3]
     assert not any(line.startswith("*") for line in lines[1:3])
+    # the in-service table: release, family, since the history event that put it in service, no live days yet
+    since = read_history(layout, rf.SYMBOL)[-1]["at"][:16].replace("T", " ")
+    assert lines[8] == f"| BTCUSDT | 2025-10-03 | lgbm | {since} | - | 0 |"
 
 
 def test_releases_without_any(tmp_path, capsys):
@@ -115,6 +118,34 @@ def test_console_entry_point_runs(layout):
     )
     assert result.returncode == 0, result.stderr
     assert "* BTCUSDT" in result.stdout
+
+
+# what `levibot predict` must not import: its cold start is what a user waits for (scipy.sparse
+# is imported by lightgbm itself)
+HEAVY = {"dagster", "torch", "sklearn", "matplotlib", "optuna"}
+NOT_IMPORTED = {"lgbm": HEAVY, "logistic": HEAVY | {"scipy", "lightgbm"}}
+
+
+@pytest.mark.parametrize("model_type", sorted(NOT_IMPORTED))
+def test_predict_imports_only_what_the_release_needs(tmp_path, model, model_type):
+    from levibot_assets.core.baselines import fit_logistic
+
+    layout = DataLayout(tmp_path / "data")
+    served = model if model_type == "lgbm" else fit_logistic(rf.split().train)
+    publish(layout, rf.released_decision(DATES[0], rf.SYMBOL, served))
+    for day, frame in rf.feature_window(days=2).items():
+        atomic_write_parquet(layout.table("features", day, rf.SYMBOL), frame)
+    script = (
+        "import sys; from levibot_assets.cli import main; "
+        f"code = main(['predict', '--symbol', '{rf.SYMBOL}', '--data-dir', sys.argv[1]]); "
+        "print(sorted({m.split('.')[0] for m in sys.modules})); sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(layout.root)], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{model_type})" in result.stdout  # "(release <date>, <model type>)"
+    imported = set(eval(result.stdout.strip().splitlines()[-1]))
+    assert not imported & NOT_IMPORTED[model_type], sorted(imported & NOT_IMPORTED[model_type])
 
 
 LEVIBOT = Path(sys.executable).with_name("levibot")  # the console script installed beside this Python

@@ -173,6 +173,33 @@ def test_live_score_counts_only_days_with_an_earlier_release_in_service(tmp_path
     assert live_score(layout, "OTHER").days == [] and live_score(layout, "OTHER").pooled_auc is None
 
 
+def test_daily_auc_table_puts_the_live_score_beside_candidates_and_baselines(tmp_path):
+    from levibot_assets.core.predictions import LIVE, POOLED, daily_auc_table
+    from levibot_assets.core.reports import daily_auc_png
+
+    layout = DataLayout(tmp_path)
+    rng = np.random.default_rng(1)
+    days = ["2025-10-01", "2025-10-02", "2025-10-03"]
+    y = {d: rng.integers(0, 2, 200).astype(float) for d in days}
+    p = {d: np.clip(0.5 + 0.2 * (y[d] - 0.5) + rng.normal(0, 0.3, 200), 0, 1) for d in days}
+    q = {d: rng.random(200) for d in days}
+    for d, release in zip(days, (None, "2025-10-01", "2025-10-03")):  # in service on 10-02 only
+        frame = _day(d, y[d], p[d] if release else None, release)
+        baseline = frame.loc[frame["model"] == "lgbm"].assign(model="majority", role="baseline", p_up=q[d])
+        write_predictions(layout, d, "X", pd.concat([frame, baseline], ignore_index=True))
+
+    table = daily_auc_table(layout, "X")
+    assert list(table.index) == [*days, POOLED] and list(table.columns) == [LIVE, "lgbm", "majority"]
+    assert table.attrs["baselines"] == ["majority"]
+    assert np.isnan(table.loc["2025-10-01", LIVE]) and np.isnan(table.loc["2025-10-03", LIVE])  # missing, not 0.5
+    assert table.loc["2025-10-02", LIVE] == table.loc[POOLED, LIVE] == live_score(layout, "X").pooled_auc
+    assert table.loc["2025-10-03", "majority"] == roc_auc(y["2025-10-03"], q["2025-10-03"])
+    assert table.loc[POOLED, "majority"] == roc_auc(np.concatenate([y[d] for d in days]), np.concatenate([q[d] for d in days]))
+    assert list(daily_auc_table(layout, "X", until="2025-10-02", window=1).index) == ["2025-10-02", POOLED]
+    assert daily_auc_table(layout, "OTHER").empty
+    assert daily_auc_png(table, "X").startswith(b"\x89PNG")
+
+
 # ------------------------------------------------------------------------- best_release through Dagster
 
 
@@ -228,9 +255,13 @@ def test_best_release_stores_predictions_scores_the_live_model_and_offers_logist
         assert decision.scores["best_baseline"] == max(recomputed["majority"], recomputed["last_return_sign"])
     decision2 = recorded[1][0]
     assert decision2.champion_release == D1.isoformat() and decision2.released
-    assert meta2["live_auc"].value == decision2.scores["champion"]
+    assert meta2["live_auc"].value == round(decision2.scores["champion"], 4)  # metadata shows 4 decimals
     assert meta2["live_auc_pooled_30d"].value == meta2["live_auc"].value
     assert meta2["live_days_30d"].value == 1 and meta2["live_days_missing_30d"].value == 1
+    # the views across days: the chart of the symbol, and what serves each symbol with its live AUC
+    assert meta2["live_chart"].value.startswith(f"![{rf.SYMBOL} daily AUC](data:image/png;base64,")
+    (row,) = [line for line in meta2["in_service"].value.splitlines() if line.startswith(f"| {rf.SYMBOL} |")]
+    assert f"| {meta2['live_auc'].value:.4f} | 1 |" in row and f"| {meta2['current_release'].value} |" in row
     assert (f"BTCUSDT live score: pooled AUC {meta2['live_auc'].value:.4f} over 1 day(s)" in cli), cli
     # the re-run scored against D2's own release: not a live day, counted as missing (not 0.5)
     assert recorded[2][0].champion_release == D2.isoformat() and not recorded[2][0].released

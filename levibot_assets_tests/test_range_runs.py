@@ -34,6 +34,24 @@ def _range(start: dt.date, end: dt.date, first: str, last: str) -> dict:
     return {RANGE_START_TAG: str(partition_key(start, first)), RANGE_END_TAG: str(partition_key(end, last))}
 
 
+def _assert_recorded_in_date_order(instance, asset_key: dg.AssetKey, keys: list[str]) -> None:
+    """One materialization per partition, stored in date order, so the asset's latest is the newest date."""
+    records = instance.fetch_materializations(asset_key, limit=1000, ascending=True).records
+    assert [r.partition_key for r in records] == keys
+    assert instance.get_latest_materialization_event(asset_key).asset_materialization.partition == keys[-1]
+
+
+def _assert_check_partitions_evaluated(instance, asset_key: dg.AssetKey, keys: set[str]) -> None:
+    """What the checks' Partitions tab shows: each partition's last evaluation targets its latest
+    materialization (else Dagster resolves the partition's check status to missing)."""
+    check_keys = [dg.AssetCheckKey(asset_key, name) for name in ("finite_values", "complete_after_warmup", "label_balance")]
+    infos = instance.event_log_storage.get_asset_check_partition_info(check_keys)
+    assert {(i.check_key.name, i.partition_key) for i in infos} == {(k.name, p) for k in check_keys for p in keys}
+    for info in infos:
+        assert info.is_current, (info.check_key.name, info.partition_key)
+        assert info.latest_execution_status.value in ("SUCCEEDED", "FAILED")
+
+
 def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot_env, tmp_path):
     settings = levibot_env()
     layout = DataLayout(settings.data_dir)
@@ -43,6 +61,9 @@ def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot
         assert result.success
         assert len(instance.get_runs()) == 1
         materialized = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("features"))}
+        for asset in ("raw_ohlcv", "features"):
+            _assert_recorded_in_date_order(instance, dg.AssetKey(asset), [f"{d}|{s}" for d in DATES for s in SYMBOLS])
+        _assert_check_partitions_evaluated(instance, dg.AssetKey("features"), materialized)
     expected = {f"{d}|{s}" for d in DATES for s in SYMBOLS}
     assert materialized == expected
     raw_events = {m.partition: m.materialization.metadata for m in result.get_asset_materialization_events()
@@ -51,7 +72,7 @@ def test_a_range_is_one_run_with_per_partition_files_metadata_and_checks(levibot
     for key, metadata in raw_events.items():  # each partition's own metadata, not the range's
         date, symbol = key.split("|")
         frame = pd.read_parquet(layout.table("raw_ohlcv", date, symbol))
-        assert metadata["last_close"].value == frame["close"].iloc[-1]
+        assert metadata["last_close"].value == round(frame["close"].iloc[-1], 4)  # shown to 4 decimals
         assert metadata["path"].value == str(layout.table("raw_ohlcv", date, symbol))
     evaluations = result.get_asset_check_evaluations()
     assert {(e.check_name, e.partition) for e in evaluations if e.asset_key == dg.AssetKey("features")} == {
@@ -135,3 +156,12 @@ def test_models_refuse_features_made_under_another_label_horizon(levibot_env):
     assert "FeatureContractError" in message and "'label_horizon': 15" in message and "'label_horizon': 30" in message
     assert str(layout.table("features", DATES[0], "BTCUSDT")) in message
     assert not layout.model_dir(DATES[-1], "BTCUSDT").exists()
+
+
+def test_metadata_floats_are_rounded_for_reading():
+    from levibot_assets.assets.partition_runs import rounded_metadata
+
+    out = rounded_metadata({"auc": 0.5123456789, "p": dg.MetadataValue.float(1 / 3), "tiny": 1.23456e-7,
+                            "n": 7, "psi": dg.MetadataValue.json({"ret_1": [0.123456, 2]}), "text": "0.123456"})
+    assert (out["auc"], out["p"].value, out["tiny"], out["n"]) == (0.5123, 0.3333, 1.235e-7, 7)
+    assert out["psi"].data == {"ret_1": [0.1235, 2]} and out["text"] == "0.123456"

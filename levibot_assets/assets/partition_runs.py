@@ -5,8 +5,18 @@ A run may carry one partition (the schedule) or a range (`dagster asset material
 an asset one output per step, so a range written through an IO manager would sit in memory whole;
 instead each asset computes one (date, symbol), evaluates its checks on the new data, and only if
 no blocking check failed writes it through the storage resource. Each partition gets its own check
-evaluations and its own metadata (`add_asset_metadata(partition_key=...)`), so the UI shows them
-one by one as if each had run alone.
+evaluations and its own metadata, so the UI shows them one by one as if each had run alone.
+
+Recording order. Dagster would record a range's materializations itself when the step ends, one
+per partition of the run with the metadata given by `add_asset_metadata(partition_key=...)`, but
+in the order of the run's partition subset (a Python set: shuffled), so an asset's "latest"
+materialization was any date of the range. Instead each partition's AssetMaterialization is
+yielded as soon as it is stored (date order: the newest date is the latest), and its check
+evaluations right after it, naming it as their target (`target_materialization_data`, as Dagster
+does for an AssetCheckResult): a check partition counts as evaluated only when its evaluation
+targets the partition's latest materialization, so evaluations recorded before it were shown as
+"Missing". The asset's output then ends the step with SELF_RECORDED, which tells Dagster that the
+materializations are already recorded (see `_self_recorded`).
 
 A partition that fails (its source, a missing upstream file, a blocking check) leaves its previous
 files untouched; the others go on. At the end the run fails naming every failed partition and its
@@ -21,11 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
+from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
 
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
 PROGRESS_LINES = 20  # progress log lines per asset and run, however long the range
+DECIMALS = 4  # floats shown in the UI's metadata
 
 
 @dataclass
@@ -57,18 +72,70 @@ def ordered_partitions(context: dg.AssetExecutionContext) -> list[tuple[dt.date,
     return sorted(parse_partition_key(key) for key in context.partition_keys)
 
 
-def _evaluation(asset_key: dg.AssetKey, key: str, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
-    """A check result recorded against one partition (Dagster would record it against the run's range)."""
-    return dg.AssetCheckEvaluation(
-        asset_key=asset_key,
-        check_name=result.check_name,
-        passed=result.passed,
-        metadata=result.metadata,
-        severity=result.severity,
-        description=result.description,
-        blocking=result.severity == ERROR,
-        partition=key,
+def _rounded(value: Any) -> Any:
+    """A float to DECIMALS decimals (a tiny non-zero one to DECIMALS significant digits, not 0)."""
+    value = float(value)
+    if value != 0 and abs(value) < 10**-DECIMALS:
+        return float(f"{value:.{DECIMALS}g}")
+    return round(value, DECIMALS)
+
+
+def _round_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return _rounded(value)
+    if isinstance(value, dict):
+        return {k: _round_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_round_json(v) for v in value]
+    return value
+
+
+def rounded_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata with every float (plain, MetadataValue.float, inside JSON) rounded for reading: the
+    UI shows floats with all 16 digits. Every asset's metadata and check metadata passes here."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, float):  # numpy float64 too; a raw float is not a MetadataValue yet
+            value = _rounded(value)
+        elif isinstance(value, dg.FloatMetadataValue) and value.value is not None:
+            value = dg.MetadataValue.float(_rounded(value.value))
+        elif isinstance(value, dg.JsonMetadataValue):
+            value = dg.MetadataValue.json(_round_json(value.data))
+        out[key] = value
+    return out
+
+
+def _latest(context: dg.AssetExecutionContext, key: str) -> TargetMaterialization | None:
+    """The partition's latest recorded materialization, the target of its check evaluations (as
+    Dagster looks it up for an AssetCheckResult)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    return TargetMaterialization(
+        storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp
     )
+
+
+def _evaluations(
+    context: dg.AssetExecutionContext, key: str, results: Sequence[dg.AssetCheckResult]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """Check results recorded against one partition (Dagster would record them against the run's
+    range) and against its latest materialization, so the check's Partitions tab shows them."""
+    target = _latest(context, key) if results else None
+    for result in results:
+        yield dg.AssetCheckEvaluation(
+            asset_key=context.asset_key,
+            check_name=result.check_name,
+            passed=result.passed,
+            metadata=rounded_metadata(result.metadata),
+            target_materialization_data=target,
+            severity=result.severity,
+            description=result.description,
+            blocking=result.severity == ERROR,
+            partition=key,
+        )
 
 
 def _blocking_failures(checks: Sequence[dg.AssetCheckResult]) -> str:
@@ -86,31 +153,30 @@ def materialize_partitions(
     """Run `compute` for each partition of the run and yield the events Dagster records."""
     asset_key = context.asset_key
     partitions = ordered_partitions(context)
-    written: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
-        key = partition_key(date, symbol)
+        multi_key = partition_key(date, symbol)
+        key = str(multi_key)
         try:
             result = compute(date, symbol)
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
-            failed[str(key)] = f"not stored, {type(exc).__name__}: {exc}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
+            failed[key] = f"not stored, {type(exc).__name__}: {exc}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
             continue
-        yield from (_evaluation(asset_key, str(key), check) for check in result.checks)
         if blocked := _blocking_failures(result.checks):
-            failed[str(key)] = f"not stored, {blocked}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
+            yield from _evaluations(context, key, result.checks)  # against what stays in service
+            failed[key] = f"not stored, {blocked}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
             continue
-        metadata = {**result.metadata, **result.store()}
-        written[str(key)] = metadata
-        context.add_asset_metadata(metadata, partition_key=str(key))
+        metadata = rounded_metadata({**result.metadata, **result.store()})
+        yield dg.AssetMaterialization(asset_key, partition=key, metadata=metadata, tags=_partition_tags(multi_key))
         verified = list(result.verify())
-        yield from (_evaluation(asset_key, str(key), check) for check in verified)
+        yield from _evaluations(context, key, [*result.checks, *verified])
         if blocked := _blocking_failures(verified):
-            failed[str(key)] = f"stored, but {blocked}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
+            failed[key] = f"stored, but {blocked}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
         if n % progress_every == 0 or n == len(partitions):
             elapsed = time.monotonic() - started
             left = elapsed / n * (len(partitions) - n)
@@ -119,9 +185,6 @@ def materialize_partitions(
                 f"{elapsed:.0f} s so far, about {left:.0f} s left"
             )
     if failed:
-        for key, metadata in written.items():
-            multi_key = partition_key(*parse_partition_key(key))
-            yield dg.AssetMaterialization(asset_key, partition=key, metadata=metadata, tags=_partition_tags(multi_key))
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
         raise dg.Failure(
             description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
@@ -129,7 +192,19 @@ def materialize_partitions(
             metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
         )
     yield from _check_outputs(context)
-    yield dg.MaterializeResult()
+    yield _self_recorded()
+
+
+def _self_recorded() -> dg.MaterializeResult:
+    """The asset's output, so the steps downstream run, without a second materialization per partition.
+
+    Dagster has no public way to say "this step recorded its materializations itself". The output
+    of an observable source asset carries SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION for the same
+    purpose, and Dagster 1.13 then records no asset event for that output (execute_step.py,
+    _log_materialization_or_observation_events_for_asset) whatever the asset's kind. Imported by
+    name so a Dagster without it fails at import; test_range_runs checks one event per partition.
+    """
+    return dg.MaterializeResult(metadata={SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION: True})
 
 
 def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

@@ -27,6 +27,7 @@ from levibot_assets.core.predictions import (
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_date, current_release_dir, in_service_id, publish
 from levibot_assets.core.release.store import ReleaseError, release_id
+from levibot_assets.core.reports import release_views
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
@@ -171,6 +172,8 @@ def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pi
                 "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
                 "predictions": dg.MetadataValue.path(str(path)),
                 **_live_metadata(layout, date, symbol),
+                **{name: dg.MetadataValue.md(text) for name, text in release_views(
+                    layout, list(get_settings().symbols), date.isoformat(), symbol).items()},
             }
             if decision.released:
                 stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 import time
 import weakref
@@ -33,17 +34,38 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 # Idle OpenMP threads sleep instead of spinning (libgomp reads this once, when it is loaded, which
 # importing lightgbm does): with several runs on few cores, spinning threads took the cores the
 # other runs needed (BENCHMARKS.md section 4). An OMP_WAIT_POLICY already set, even empty, is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import lightgbm as lgb  # noqa: E402
+
+def _import_lightgbm():
+    """lightgbm, without the scikit-learn it imports when installed (with scipy: about 0.7 s of CPU
+    at each process start, most of `levibot predict`'s cold start) for its sklearn-style API, which
+    this module never uses (Booster, Dataset and train only). sklearn stays importable afterwards;
+    only lightgbm's own sklearn wrappers are disabled, and not at all if sklearn was imported first."""
+    if "sklearn" in sys.modules:
+        import lightgbm
+
+        return lightgbm
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError
+    try:
+        import lightgbm
+    finally:
+        if sys.modules.get("sklearn", ...) is None:
+            del sys.modules["sklearn"]
+    return lightgbm
+
+
+lgb = _import_lightgbm()
 import numpy as np  # noqa: E402
-import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
+
+if TYPE_CHECKING:  # optuna is imported where a model is tuned: loading one to serve needs none of it
+    import optuna
 
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
@@ -303,6 +325,8 @@ class TuningResult:
 
 
 def _objective(train: pd.DataFrame, folds, threads: int) -> Callable[[optuna.Trial], float]:
+    import optuna
+
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial)
         losses = []
@@ -322,6 +346,8 @@ PROGRESS_LINES = 8  # trial lines per study at most: in a Dagster run each line 
 
 
 def _progress_callback(progress: Progress, total: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    import optuna
+
     every = -(-total // PROGRESS_LINES)  # ceil: every trial up to 8 trials, every 4th of 32, the last one always
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -340,6 +366,8 @@ def _progress_callback(progress: Progress, total: int) -> Callable[[optuna.Study
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return study.get_trials(deepcopy=False, states=states)
 
@@ -347,6 +375,7 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def _open_study(storage: str | None, study_name: str | None) -> optuna.Study:
     """Create or join the study; retried once because two workers creating Optuna's schema in an
     empty database at the same instant collide (optuna/optuna#1092)."""
+    import optuna
     import sqlalchemy.exc
 
     def create() -> optuna.Study:
@@ -385,6 +414,8 @@ def tune(
     share its trials; together they stop at `n_trials` finished trials. Without storage the study
     lives in memory and is deterministic.
     """
+    import optuna
+
     if storage and not study_name:
         raise ValueError("a shared Optuna storage needs a study_name (one per (date, symbol))")
     folds = walk_forward_splits(train["timestamp"], horizon, n_folds=N_FOLDS)

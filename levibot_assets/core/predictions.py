@@ -157,3 +157,45 @@ def live_score(
         rows = pd.concat(pooled, ignore_index=True)
         result.pooled_auc, result.rows = _auc(rows), len(rows)
     return result
+
+
+POOLED = "pooled"
+LIVE = "live"
+
+
+def daily_auc_table(
+    layout: DataLayout, symbol: str, until: dt.date | str | None = None, window: int = LIVE_WINDOW_DAYS
+) -> pd.DataFrame:
+    """Date x model -> AUC over the last `window` stored days up to `until`, and a last row POOLED.
+
+    Column LIVE is the live score (`live_rows`: the model in service at the start of the day); the
+    others are each candidate and baseline over its `scored` rows, the rows of the day's decision.
+    NaN: no score that day (nothing in service, or one class only). POOLED: one AUC over all the
+    rows of the column's days; its LIVE cell equals `live_score(...).pooled_auc`. The baselines'
+    names are in `table.attrs["baselines"]`.
+    """
+    dates = prediction_dates(layout, symbol)
+    if until is not None:
+        dates = [d for d in dates if d <= date_str(until)]
+    by_day: dict[str, dict[str, float | None]] = {}
+    pooled: dict[str, list[pd.DataFrame]] = {}
+    baselines: set[str] = set()
+    for day in dates[-window:]:
+        frame = read_predictions(layout, day, symbol)
+        parts = {LIVE: live_rows(frame, day)}
+        scored = frame.loc[frame["scored"].astype(bool) & frame["role"].isin(["candidate", "baseline"])]
+        parts.update({str(name): rows for name, rows in scored.groupby("model", sort=False)})
+        baselines.update(scored.loc[scored["role"] == "baseline", "model"].astype(str))
+        by_day[day] = {name: _auc(rows) for name, rows in parts.items()}
+        for name, rows in parts.items():
+            if by_day[day][name] is not None:
+                pooled.setdefault(name, []).append(rows)
+    table = pd.DataFrame.from_dict(by_day, orient="index", dtype="float64")
+    if table.empty:
+        return table
+    if LIVE not in table:
+        table.insert(0, LIVE, np.nan)
+    table.loc[POOLED] = {name: _auc(pd.concat(parts, ignore_index=True)) for name, parts in pooled.items()}
+    table = table.astype("float64")
+    table.attrs["baselines"] = sorted(baselines)
+    return table
