@@ -25,6 +25,7 @@ from levibot_assets.core import object_store
 from levibot_assets.core.atomic import read_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
+from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.release.deploy import list_releases, rollback
 from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.core.tables import read_parquet_file
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_inputs(args)
         return args.run(args)
     except INPUT_ERRORS as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = " ".join(redact_text(str(exc)).split()) or type(exc).__name__
         print(f"levibot: error: {message}", file=sys.stderr)
         return 2
 

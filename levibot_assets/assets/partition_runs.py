@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from levibot_assets.core.redaction import redact_text
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -95,7 +96,7 @@ def materialize_partitions(
         try:
             result = compute(date, symbol)
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
-            failed[str(key)] = f"not stored, {type(exc).__name__}: {exc}"
+            failed[str(key)] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
             continue
         yield from (_evaluation(asset_key, str(key), check) for check in result.checks)
