@@ -8,8 +8,8 @@ no blocking check failed writes it through the storage resource. Each partition 
 evaluations and its own metadata (`add_asset_metadata(partition_key=...)`), so the UI shows them
 one by one as if each had run alone.
 
-A partition that fails (its source, a missing upstream file, a blocking check) leaves its previous
-files untouched; the others go on. At the end the run fails naming every failed partition and its
+A partition that fails (its source, a missing upstream file, a blocking check, an OS error while
+storing it) leaves its previous files untouched; the others go on. At the end the run fails naming every failed partition and its
 cause, and the partitions that were written are still recorded as materialized.
 """
 from __future__ import annotations
@@ -87,6 +87,13 @@ def materialize_partitions(
     """Run `compute` for each partition of the run and yield the events Dagster records."""
     asset_key = context.asset_key
     partitions = ordered_partitions(context)
+    if not partitions:  # `--partition-range B...A` with B after A: Dagster runs it with no partition
+        tags = context.run.tags
+        raise dg.Failure(
+            f"the run holds no partition of {asset_key.to_user_string()}: its range "
+            f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')} "
+            "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
+        )
     written: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
@@ -104,7 +111,13 @@ def materialize_partitions(
             failed[str(key)] = f"not stored, {blocked}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
             continue
-        metadata = {**result.metadata, **result.store()}
+        try:
+            stored = result.store()
+        except Exception as exc:  # a full disk, a read-only data directory: the previous files stay
+            failed[str(key)] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
+            continue
+        metadata = {**result.metadata, **stored}
         written[str(key)] = metadata
         context.add_asset_metadata(metadata, partition_key=str(key))
         verified = list(result.verify())

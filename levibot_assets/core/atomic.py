@@ -62,6 +62,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # ENOSPC, EIO name no file: say which write failed
+        tmp.unlink(missing_ok=True)
+        raise exc if exc.filename else type(exc)(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
