@@ -10,7 +10,8 @@ one by one as if each had run alone.
 
 A partition that fails (its source, a missing upstream file, a blocking check, an OS error while
 storing it) leaves its previous files untouched; the others go on. At the end the run fails naming every failed partition and its
-cause, and the partitions that were written are still recorded as materialized.
+cause, and the partitions that were written are still recorded as materialized. Dagster then skips
+the downstream steps of the run for every partition (docs/operations.md, a known limitation).
 """
 from __future__ import annotations
 
