@@ -245,7 +245,7 @@ def reap_dead_runs(
 def _fail_runs_that_never_started(instance: dg.DagsterInstance, excluded: set[str]) -> list[Reaped]:
     """NOT_STARTED/STARTING runs past run_monitoring's start_timeout_seconds, failed by Dagster's own rule."""
     timeout = instance.run_monitoring_start_timeout_seconds
-    if timeout <= 0:
+    if not instance.run_monitoring_enabled or timeout <= 0:
         return []
     cutoff = dt.datetime.fromtimestamp(time.time() - timeout, dt.timezone.utc)  # launched after created
     records = instance.get_run_records(
