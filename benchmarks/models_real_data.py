@@ -81,11 +81,10 @@ def configure_env(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 def window_frames(layout, test_date: dt.date, symbol: str, train_days: int):
-    import pandas as pd
+    """The stored features of the model's window, verified as the assets read them."""
+    from levibot_assets.core.tables import read_window, trailing_dates
 
-    days = [test_date - dt.timedelta(days=k) for k in range(train_days - 1, -1, -1)]
-    return {d.isoformat(): pd.read_parquet(layout.table("features", d, symbol)) for d in days
-            if layout.table("features", d, symbol).exists()}
+    return read_window(layout, "features", symbol, trailing_dates(test_date, train_days))
 
 
 def rescore(layout, settings, model_types, test_date, symbol):

@@ -25,13 +25,19 @@ from levibot_assets.core import object_store
 from levibot_assets.core.atomic import read_text
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.ohlcv import MarketDataError
+from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.release.deploy import list_releases, rollback
 from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.core.tables import read_parquet_file
 from levibot_assets.settings import SettingsError, get_settings, validate_symbol
 
-# Bad input of any kind (variables, options, files): one line naming it, exit status 2, no traceback.
-INPUT_ERRORS = (SettingsError, ReleaseError, object_store.ObjectStoreError, MarketDataError, ValueError, OSError, pyarrow.ArrowException)
+class InstanceError(RuntimeError):
+    """The Dagster instance in DAGSTER_HOME cannot be used (its disk is full or read-only, its database down)."""
+
+
+# Bad input of any kind (variables, options, files, the disks): one line naming it, exit status 2, no traceback.
+INPUT_ERRORS = (SettingsError, ReleaseError, object_store.ObjectStoreError, MarketDataError, ValueError, OSError,
+                pyarrow.ArrowException, InstanceError)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,10 @@ def _symbol(text: str) -> str:
         return validate_symbol(text)
     except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _symbols(text: str) -> list[str]:
+    return [_symbol(part.strip()) for part in text.split(",")]
 
 
 def _symbol_option(required: bool) -> Callable[[argparse.ArgumentParser], None]:
@@ -148,7 +158,7 @@ def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, help="the last complete UTC day and the N-1 days before it")
     parser.add_argument("--start", type=dt.date.fromisoformat, help="first date (YYYY-MM-DD)")
     parser.add_argument("--end", type=dt.date.fromisoformat, help="last date (default: the last complete day)")
-    parser.add_argument("--symbols", help="comma-separated symbols (default: LEVIBOT_SYMBOLS)")
+    parser.add_argument("--symbols", type=_symbols, help="comma-separated symbols (default: LEVIBOT_SYMBOLS)")
     parser.add_argument("--select", default="*", help="comma-separated assets, or * for the whole graph")
 
 
@@ -156,6 +166,7 @@ def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
          "runs are kept in DAGSTER_HOME", _materialize_arguments)
 def materialize_command(args: argparse.Namespace) -> int:
     import dagster as dg
+    import sqlalchemy.exc
 
     from levibot_assets.definitions import ASSETS, build_resources
     from levibot_assets.materialize import check_range, last_complete_day, materialize_ranges
@@ -174,7 +185,7 @@ def materialize_command(args: argparse.Namespace) -> int:
     # --days counts back from the end but never before the first partition; --start is taken as given
     start = args.start or max(end - dt.timedelta(days=(args.days or 1) - 1), settings.start_date)
     check_range(start, end, settings.start_date, last)
-    symbols = [_symbol(s.strip()) for s in args.symbols.split(",")] if args.symbols else list(settings.symbols)
+    symbols = args.symbols or list(settings.symbols)
     unknown = sorted(set(symbols) - set(settings.symbols))
     if unknown:
         raise SettingsError(f"symbols {unknown} are not partitions (LEVIBOT_SYMBOLS={','.join(settings.symbols)})")
@@ -191,8 +202,12 @@ def materialize_command(args: argparse.Namespace) -> int:
         status = "ok" if run.success else "FAILED\n" + textwrap.indent(run.failure, "    ")
         print(f"  {run.symbol} {run.start}..{run.end}: {status} (run {run.run_id[:8]})", flush=True)
 
-    with dg.DagsterInstance.get() as instance:
-        runs = materialize_ranges(defs, start, end, symbols, selection, instance, on_run=report)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = materialize_ranges(defs, start, end, symbols, selection, instance, on_run=report)
+    except sqlalchemy.exc.SQLAlchemyError as exc:  # the instance's storage, e.g. SQLite on a full disk
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise InstanceError(f"the Dagster instance in DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} failed: {cause}") from None
     summary = DataLayout(settings.data_dir).release_summary(end)
     if summary.exists():
         print(f"release summary of {end} ({summary}):")
@@ -236,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_inputs(args)
         return args.run(args)
     except INPUT_ERRORS as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = " ".join(redact_text(str(exc)).split()) or type(exc).__name__
         print(f"levibot: error: {message}", file=sys.stderr)
         return 2
 

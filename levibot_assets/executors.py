@@ -32,10 +32,10 @@ import contextlib
 import os
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
+from levibot_assets.core.redaction import redact_text, redact_url
 from levibot_assets.settings import SettingsError
 
 EXECUTOR_ENV = "LEVIBOT_EXECUTOR"
@@ -101,19 +101,6 @@ def _require(module: str, extra: str) -> None:
 
 
 # --- Celery -------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***: safe to print."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def broker_url() -> str:
@@ -183,7 +170,7 @@ def check_broker(app, url: str, timeout_s: float = 5.0) -> None:
     except Exception as exc:  # kombu/redis raise several types; the cause is in the message
         raise BrokerUnreachable(
             f"{EXECUTOR_ENV}=celery: the Celery broker at {redact_url(url)} ({BROKER_ENV}) is not reachable: "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {redact_text(str(exc))}"
         ) from None
 
 

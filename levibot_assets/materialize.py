@@ -47,8 +47,16 @@ def check_range(start: dt.date, end: dt.date, first_date: dt.date, last_date: dt
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """What failed, as the code that failed said it: Dagster wraps an asset's own error (an OSError of a
+    read-only data directory, say) in "Error occurred while executing op ...", which names no cause."""
     errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return "\n".join(error.message.strip() for error in errors if error is not None)
+    return "\n".join(_innermost(error).message.strip() for error in errors if error is not None)
+
+
+def _innermost(error):
+    while error.cause is not None:
+        error = error.cause
+    return error
 
 
 def materialize_ranges(

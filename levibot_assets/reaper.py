@@ -41,12 +41,16 @@ nothing on another machine or in another container (PID namespace). So:
    it waits), so a run that started before the slot's holder was killed is not left waiting for
    it; and (c) in the `dead_run_reaper` sensor, evaluated by the daemon inside the code server:
    the container/host where DefaultRunLauncher runs the workers.
-A run killed before its RUN_START (NOT_STARTED/STARTING) holds no slot; run_monitoring's
-start_timeout_seconds fails it.
+4. A run killed before its RUN_START (NOT_STARTED, or STARTING) holds no slot, but without a daemon
+   it would stay NOT_STARTED forever: no pid of it is recorded (Dagster's ASSET_MATERIALIZATION_PLANNED
+   events carry none). Every pass therefore also applies run_monitoring's own start rule (Dagster's
+   monitor_starting_run: failed with START_TIMEOUT once start_timeout_seconds have passed since it
+   was created, or launched), which the daemon applies when there is one. It needs no pid or host.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
@@ -66,6 +70,7 @@ except ImportError:  # Windows: no lock; a run may then be reported failed twice
 import dagster as dg
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
+from dagster._daemon.monitoring.run_monitoring import monitor_starting_run
 
 # dagster.yaml installs RunHostTagger through Dagster's yaml logging handlers, which Dagster marks
 # beta on every run; we use them knowingly, so that one warning stays off the user's console.
@@ -82,10 +87,18 @@ def host_name() -> str:
     return socket.gethostname()
 
 
+NOT_YET_STARTED = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING)
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class Reaped:
     run_id: str
-    pids: tuple[int, ...]
+    pids: tuple[int, ...]  # none for a run that never started
+
+    @property
+    def why(self) -> str:
+        return f"its processes {list(self.pids)} are gone" if self.pids else "it never started"
 
 
 def _boot_time() -> float | None:
@@ -190,7 +203,8 @@ def reap_dead_runs(
     This host's runs: tagged `levibot/run_host=<host>`, or untagged on a local SQLite instance
     (see the module docstring).
 
-    Also frees the slots that finished runs still hold. Returns the runs it failed.
+    Also fails the runs that never started (4. in the module docstring) and frees the slots that
+    finished runs still hold. Returns the runs it failed.
     """
     host = host or host_name()
     excluded = set(exclude)
@@ -223,7 +237,31 @@ def reap_dead_runs(
             )
         _free_slots(instance, run.run_id)
         reaped.append(Reaped(run.run_id, tuple(sorted(pids))))
+    reaped += _fail_runs_that_never_started(instance, excluded)
     _free_slots_of_finished_runs(instance)
+    return reaped
+
+
+def _fail_runs_that_never_started(instance: dg.DagsterInstance, excluded: set[str]) -> list[Reaped]:
+    """NOT_STARTED/STARTING runs past run_monitoring's start_timeout_seconds, failed by Dagster's own rule."""
+    timeout = instance.run_monitoring_start_timeout_seconds
+    if not instance.run_monitoring_enabled or timeout <= 0:
+        return []
+    cutoff = dt.datetime.fromtimestamp(time.time() - timeout, dt.timezone.utc)  # launched after created
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=list(NOT_YET_STARTED), created_before=cutoff), limit=MAX_RUNS_PER_PASS
+    )
+    reaped = []
+    for record in records:
+        if record.dagster_run.run_id in excluded:
+            continue
+        with _host_lock(instance):
+            current = next(iter(instance.get_run_records(dg.RunsFilter(run_ids=[record.dagster_run.run_id]))), None)
+            if current is None or current.dagster_run.status not in NOT_YET_STARTED:
+                continue  # it started (or another pass failed it) while we looked
+            monitor_starting_run(instance, current, log)
+        if instance.get_run_by_id(current.dagster_run.run_id).status == dg.DagsterRunStatus.FAILURE:
+            reaped.append(Reaped(current.dagster_run.run_id, ()))
     return reaped
 
 
@@ -296,7 +334,7 @@ class RunHostRecorder(logging.Handler):
             for dead in reap_dead_runs(instance, host=host, exclude=[run_id]):
                 print(
                     f"{time.strftime('%Y-%m-%d %H:%M:%S')} levibot reaper: run {dead.run_id} failed "
-                    f"(its processes {list(dead.pids)} are gone), pool slots freed",
+                    f"({dead.why}), pool slots freed",
                     file=sys.stderr,
                 )
         except Exception as error:  # noqa: BLE001  (logging must never break the run)
@@ -309,7 +347,7 @@ class RunHostRecorder(logging.Handler):
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Marks failed the runs of this host whose processes were killed (still STARTED, every worker "
-        "pid gone) and frees their pool slots, so they block no later run."
+        "pid gone) and the runs that never started, and frees their pool slots, so they block no later run."
     ),
 )
 def dead_run_reaper(context: dg.SensorEvaluationContext):
@@ -317,5 +355,5 @@ def dead_run_reaper(context: dg.SensorEvaluationContext):
     if not reaped:
         return dg.SkipReason(f"no dead STARTED run on {host_name()}")
     for dead in reaped:
-        context.log.warning(f"run {dead.run_id}: processes {list(dead.pids)} gone; marked failed, pool slots freed")
+        context.log.warning(f"run {dead.run_id}: {dead.why}; marked failed, pool slots freed")
     return None

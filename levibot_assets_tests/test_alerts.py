@@ -17,7 +17,8 @@ import pytest
 
 from levibot_assets.assets.market import raw_ohlcv
 from levibot_assets.cli import main
-from levibot_assets.core.alerts import Alert, append_alert, post_webhook, read_alerts, redact_url
+from levibot_assets.core.alerts import Alert, append_alert, post_webhook, read_alerts
+from levibot_assets.core.redaction import redact_text, redact_url
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.definitions import build_resources
@@ -77,6 +78,14 @@ ALERT = Alert(kind="asset_check", severity="WARN", title="check complete_day fai
 def test_redact_url_hides_path_and_token():
     assert redact_url("https://hooks.slack.com/services/T0/B0/xyz") == "https://hooks.slack.com/..."
     assert redact_url("http://127.0.0.1:8080/a?token=1") == "http://127.0.0.1:8080/..."
+    assert redact_url("postgresql+psycopg2://levibot:pw@db:5432/optuna") == "postgresql+psycopg2://***@db:5432/..."
+
+
+def test_redact_text_removes_the_credentials_of_every_url_in_it():
+    text = ("binance GET http://alice:pa%40ss@127.0.0.1:9/api/v3/klines?symbol=BTCUSDT failed; "
+            "proxy socks5h://bob:x@proxy:1080, broker redis://:hunter2@h:6379/0 and http://plain.host/a@b")
+    assert redact_text(text) == ("binance GET http://***@127.0.0.1:9/api/v3/klines?symbol=BTCUSDT failed; "
+                                 "proxy socks5h://***@proxy:1080, broker redis://***@h:6379/0 and http://plain.host/a@b")
 
 
 def test_post_delivers_slack_payload():
@@ -204,7 +213,7 @@ def test_range_runs_are_alerted_with_their_partition_range():
 SECRETS = ("SECRET-TOKEN-123", "DB-PASSWORD-e93b22")
 
 
-def _secrets_found(root: Path) -> list[str]:
+def _secrets_found(root: Path, secrets: tuple[str, ...] = SECRETS) -> list[str]:
     """Every file under root whose bytes hold a secret; SQLite values are read row by row and
     compressed blobs (Dagster's snapshots table stores zlib) are decompressed first."""
     found = []
@@ -220,7 +229,7 @@ def _secrets_found(root: Path) -> list[str]:
                                 contents.append(blob)
                                 with suppress(zlib.error):
                                     contents.append(zlib.decompress(blob))
-        found += [f"{secret} in {path}" for secret in SECRETS if any(secret.encode() in c for c in contents)]
+        found += [f"{secret} in {path}" for secret in secrets if any(secret.encode() in c for c in contents)]
     return found
 
 
@@ -240,3 +249,28 @@ def test_secrets_stay_out_of_the_dagster_instance(levibot_env, tmp_path, monkeyp
             _tick(run_failure_alerts, instance, cursor, alerts)
     assert hook.paths == [f"/hook?token={SECRETS[0]}"]  # the alert went out with the token
     assert _secrets_found(home) + _secrets_found(Path(settings.data_dir)) == []
+
+
+def test_a_password_in_the_exchange_url_is_stored_nowhere_after_a_failing_run(levibot_env, tmp_path, monkeypatch, capsys):
+    """ccxt quotes the URL it failed on: a `user:password@` endpoint (and proxy) in LEVIBOT_CCXT_OPTIONS
+    must reach neither the console, the run records, the compute logs nor the alerts."""
+    password = "Pw0rd-7f3a91"
+    home = _levibot_home(tmp_path, monkeypatch)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"http://alice:{password}@127.0.0.1:{port}"
+    api = {name: f"{url}/api/v3" for name in ("public", "private", "v1", "sapi")}
+    settings = levibot_env(source="ccxt", ccxt_options=json.dumps({"urls": {"api": api}, "timeout": 1000}))
+    alerts = build_resources(settings)["alerts"]
+    with dg.DagsterInstance.get() as instance:
+        cursor = _tick(run_failure_alerts, instance, None, alerts)
+        assert main(["materialize", "--symbols", "BTCUSDT", "--start", "2025-10-13", "--end", "2025-10-13",
+                     "--select", "raw_ohlcv"]) == 1
+        _tick(run_failure_alerts, instance, cursor, alerts)
+    console = capsys.readouterr()
+    assert f"http://***@127.0.0.1:{port}/api/v3" in console.out  # the endpoint is still named
+    (alert,) = read_alerts(DataLayout(settings.data_dir).alerts_file)
+    assert "raw_ohlcv" in alert["text"] and "***@127.0.0.1" in alert["text"]
+    assert password not in console.out + console.err
+    assert _secrets_found(home, (password,)) + _secrets_found(Path(settings.data_dir), (password,)) == []

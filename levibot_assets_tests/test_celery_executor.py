@@ -178,7 +178,7 @@ def test_celery_workers_execute_range_runs_and_survive_a_killed_worker(
             assert steps == [("raw_ohlcv", node), ("features", f"{survivor}@{host}")], steps
         assert parquet_files(data_dir) == reference, "a file differs after the worker was killed"
         stored = [str(p) for p in data_dir.rglob("*") if p.is_file()]
-        assert len(stored) == len(reference), stored  # nothing but whole parquet objects: no temp or partial object
+        assert len(stored) == 2 * len(reference), stored  # whole parquet objects and their .sha256: no temp or partial one
         print(f"killed {node} {'mid-step (step re-queued)' if requeued else 'between steps'}")
 
     # the broker password never reached the run storage (snapshots, run config, event log)

@@ -165,6 +165,8 @@ BAD_INPUTS = {
                             "LEVIBOT_SYMBOLS: invalid symbol 'BTC/USDT'"),
     "bad symbol option": (["predict", "--symbol", "btc/usdt", "--data-dir", "{data}"], {},
                           "argument --symbol: invalid symbol 'btc/usdt'"),
+    "bad symbols option": (["materialize", "--symbols", "BTCUSDT,btcusdt"], {},
+                           "argument --symbols: invalid symbol 'btcusdt'"),
 }
 
 

@@ -50,10 +50,10 @@ def test_an_unreachable_broker_fails_at_launch_with_the_url_but_not_its_password
     with pytest.raises(executors.BrokerUnreachable) as raised:
         executors.check_broker(app, executors.broker_url(), timeout_s=2)
     message = str(raised.value)
-    assert f"redis://:***@127.0.0.1:{port}/0" in message and "LEVIBOT_CELERY_BROKER" in message
+    assert f"redis://***@127.0.0.1:{port}/..." in message and "LEVIBOT_CELERY_BROKER" in message
     assert "hunter2" not in message
 
 
 def test_redact_url():
-    assert executors.redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
-    assert executors.redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert executors.redact_url("redis://user:pw@h:1/0") == "redis://***@h:1/..."
+    assert executors.redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/..."

@@ -113,6 +113,21 @@ def test_a_run_stays_started_while_any_step_worker_lives():
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
 
 
+def test_runs_killed_before_they_started_are_failed_once_the_start_timeout_has_passed():
+    """No pid of a NOT_STARTED run is recorded: run_monitoring's start rule decides, without a daemon."""
+    settings = {"run_monitoring": {"enabled": True, "start_timeout_seconds": 1}}
+    with dg.instance_for_test(overrides=settings) as instance:
+        killed = create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED)
+        time.sleep(1.5)  # past the start timeout
+        fresh = create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.NOT_STARTED)
+        assert [dead.run_id for dead in reap_dead_runs(instance)] == [killed.run_id]
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(fresh.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+        (failure,) = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "longer than 1 seconds to start" in failure.message
+        assert reap_dead_runs(instance) == []
+
+
 def test_a_reused_pid_does_not_keep_a_dead_run_alive():
     # This process started long after an event written a year ago: that pid's process is gone.
     assert not pid_alive(os.getpid(), seen_at=time.time() - 365 * 86400)

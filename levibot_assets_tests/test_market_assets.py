@@ -36,7 +36,7 @@ def test_synthetic_partition_is_deterministic_and_replaced_atomically(levibot_en
         assert _materialize(settings, key, instance).success
         assert path.read_bytes() == first  # same key, byte-identical parquet
         assert path.stat().st_ino != inode  # replaced by rename, not rewritten in place
-    assert sorted(p.name for p in path.parent.iterdir()) == ["BTCUSDT.parquet"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["BTCUSDT.parquet", "BTCUSDT.parquet.sha256"]
     f = pd.read_parquet(layout.table("features", "2025-10-13", "BTCUSDT"))
     assert len(f) == 1440
 

@@ -8,6 +8,7 @@ import pandas as pd
 from levibot_assets.assets.market import features, raw_ohlcv
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.sources.synthetic import synthetic_day
+from levibot_assets.core.tables import write_table
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
 from levibot_assets.resources.market_data import MarketDataResource
@@ -128,7 +129,7 @@ def test_a_bad_file_on_disk_does_not_replace_good_features(levibot_env):
         raw_path = layout.table("raw_ohlcv", BAD_DAY, "ETHUSDT")
         raw = pd.read_parquet(raw_path)
         raw.loc[500:, ["open", "high", "low", "close"]] = 0.0  # a damaged dump: log returns become infinite
-        raw.to_parquet(raw_path)
+        write_table(layout, "raw_ohlcv", BAD_DAY, "ETHUSDT", raw)  # a valid file with bad values (not bit rot)
         result = dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, partition_key=key,
                                 selection=[features], raise_on_error=False)
     assert not result.success

@@ -18,9 +18,10 @@ targets the partition's latest materialization, so evaluations recorded before i
 "Missing". The asset's output then ends the step with SELF_RECORDED, which tells Dagster that the
 materializations are already recorded (see `_self_recorded`).
 
-A partition that fails (its source, a missing upstream file, a blocking check) leaves its previous
-files untouched; the others go on. At the end the run fails naming every failed partition and its
-cause, and the partitions that were written are still recorded as materialized.
+A partition that fails (its source, a missing upstream file, a blocking check, an OS error while
+storing it) leaves its previous files untouched; the others go on. At the end the run fails naming every failed partition and its
+cause, and the partitions that were written are still recorded as materialized. Dagster then skips
+the downstream steps of the run for every partition (docs/operations.md, a known limitation).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
 
+from levibot_assets.core.redaction import redact_text
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -153,6 +155,13 @@ def materialize_partitions(
     """Run `compute` for each partition of the run and yield the events Dagster records."""
     asset_key = context.asset_key
     partitions = ordered_partitions(context)
+    if not partitions:  # `--partition-range B...A` with B after A: Dagster runs it with no partition
+        tags = context.run.tags
+        raise dg.Failure(
+            f"the run holds no partition of {asset_key.to_user_string()}: its range "
+            f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')} "
+            "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
+        )
     failed: dict[str, str] = {}
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
@@ -162,7 +171,7 @@ def materialize_partitions(
         try:
             result = compute(date, symbol)
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
-            failed[key] = f"not stored, {type(exc).__name__}: {exc}"
+            failed[key] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
             continue
         if blocked := _blocking_failures(result.checks):
@@ -170,7 +179,13 @@ def materialize_partitions(
             failed[key] = f"not stored, {blocked}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
             continue
-        metadata = rounded_metadata({**result.metadata, **result.store()})
+        try:
+            stored = result.store()
+        except Exception as exc:  # a full disk, a read-only data directory: the previous files stay
+            failed[key] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
+            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            continue
+        metadata = rounded_metadata({**result.metadata, **stored})
         yield dg.AssetMaterialization(asset_key, partition=key, metadata=metadata, tags=_partition_tags(multi_key))
         verified = list(result.verify())
         yield from _evaluations(context, key, [*result.checks, *verified])

@@ -2,7 +2,7 @@
 
 The webhook receives a Slack-compatible payload {"text": ...}. Delivery retries with exponential
 backoff and never raises: a broken endpoint must not break the sensor that reports a failure. The
-webhook URL often embeds a secret token, so logs only ever show scheme://host/... .
+webhook URL often embeds a secret token, so logs only ever show scheme://host/... (core.redaction).
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from levibot_assets.core.atomic import append_line, read_text
+from levibot_assets.core.redaction import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,15 @@ class Alert:
         return head + tail + run
 
 
-def redact_url(url: str) -> str:
-    """scheme://host/... : enough to know which endpoint, never the path or token."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme or '?'}://{host}/..."
-
-
 def append_alert(path: Path, alert: Alert) -> None:
     """Append one JSON line, flushed to disk before returning (safe with concurrent senders)."""
+    alert = redacted(alert)
     append_line(path, json.dumps({**asdict(alert), "text": alert.text}, sort_keys=True) + "\n")
+
+
+def redacted(alert: Alert) -> Alert:
+    """The alert with URL credentials removed from its title and details (they quote error messages)."""
+    return replace(alert, title=redact_text(alert.title), details=redact_text(alert.details))
 
 
 def read_alerts(path: Path) -> list[dict[str, Any]]:
@@ -100,4 +97,4 @@ def send_alert(alerts_file: Path, alert: Alert, webhook_url: str | None = None, 
     append_alert(alerts_file, alert)
     if not webhook_url:
         return False
-    return post_webhook(webhook_url, alert.text, **post_options)
+    return post_webhook(webhook_url, redacted(alert).text, **post_options)

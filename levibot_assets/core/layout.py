@@ -1,11 +1,11 @@
 """Where every file lives under the data directory. Nothing else in the project builds paths.
 
-    raw_ohlcv/<date>/<SYMBOL>.parquet, features/<date>/<SYMBOL>.parquet
+    raw_ohlcv/<date>/<SYMBOL>.parquet, features/<date>/<SYMBOL>.parquet (+ .parquet.sha256 beside each)
     models/<date>/<SYMBOL>/lgbm.txt, tft.ckpt (+ metrics JSON)
     releases/<date>/<SYMBOL>/..., releases/<date>/summary.json, releases/history.jsonl
     current/<SYMBOL> -> ../releases/<date>/<SYMBOL>
     best_lgbm.txt, best_tft.ckpt -> releases/...   alerts.jsonl
-    predictions/<date>/<SYMBOL>.parquet             test-day P(up) of every model scored by best_release
+    predictions/<date>/<SYMBOL>.parquet (+ .sha256) test-day P(up) of every model scored by best_release
 
 The root is a local directory (the default) or an object-store URL such as `s3://bucket/prefix`
 (core.object_store): the same keys, with pointer objects where the local layout has symlinks.
@@ -28,6 +28,11 @@ def date_str(date: dt.date | str) -> str:
 def partition_label(date: dt.date | str, symbol: str) -> str:
     """`<date>|<SYMBOL>`: the partition key as Dagster writes it, for messages that say what to materialize."""
     return f"{date_str(date)}|{symbol}"
+
+
+def checksum_file(path):
+    """`<file>.sha256` beside a stored data file: the sha256 its reader accepts (core.atomic.write_checked)."""
+    return path.with_name(f"{path.name}.sha256")
 
 
 def open_root(location: str | os.PathLike) -> Path:
@@ -53,6 +58,11 @@ class DataLayout:
     def table(self, asset: str, date: dt.date | str, symbol: str) -> Path:
         """Dated parquet file of a tabular asset partition."""
         return self.root / asset / date_str(date) / f"{symbol}.parquet"
+
+    @staticmethod
+    def table_partition(path) -> tuple[str, str, str]:
+        """(asset, date, symbol) of a file that `table` named: the inverse of `table`."""
+        return path.parent.parent.name, path.parent.name, path.name.removesuffix(".parquet")
 
     def table_dates(self, asset: str, symbol: str) -> list[str]:
         """Dates (YYYY-MM-DD, oldest first) that have a stored partition of `asset` for `symbol`."""

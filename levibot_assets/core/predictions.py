@@ -74,7 +74,7 @@ def write_predictions(layout: DataLayout, date: dt.date | str, symbol: str, fram
 
 
 def read_predictions(layout: DataLayout, date: dt.date | str, symbol: str) -> pd.DataFrame:
-    return read_parquet_file(layout.predictions(date, symbol))
+    return read_parquet_file(layout.predictions(date, symbol), producer="best_release")
 
 
 def prediction_dates(layout: DataLayout, symbol: str) -> list[str]:

@@ -1,7 +1,9 @@
 """Dated parquet tables (raw_ohlcv, features): one file per (asset, date, symbol).
 
 Assets read and write them one partition at a time, so a range run holds one day in memory, not
-the range. Writes are atomic (core.atomic); reads name the file when it is missing or unreadable.
+the range. Writes are atomic and record the file's sha256 beside it (core.atomic.atomic_write_parquet);
+every read checks it and the pages' own checksums, and refuses a damaged file naming it and the
+partition to materialize again, so a flipped bit never reaches a feature or a model.
 """
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ from typing import Iterable
 import pandas as pd
 import pyarrow
 
-from levibot_assets.core import object_store
-from levibot_assets.core.atomic import atomic_write_parquet, read_bytes
+from levibot_assets.core.atomic import DamagedFile, atomic_write_parquet, read_checked
 from levibot_assets.core.layout import DataLayout, partition_label
 
 
@@ -26,13 +27,22 @@ def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str
     return atomic_write_parquet(layout.table(asset, date, symbol), frame)
 
 
-def read_parquet_file(path: Path) -> pd.DataFrame:
-    """pandas.read_parquet, naming the file: pyarrow reports a corrupt one as '<Buffer>'."""
+def read_parquet_file(path: Path, producer: str | None = None) -> pd.DataFrame:
+    """The verified file as a frame; DamagedFile naming the file and the partition that rewrites it.
+
+    `producer` is the asset that writes the file when it is not the table's own (predictions: best_release).
+    """
+    asset, date, symbol = DataLayout.table_partition(path)
+    remedy = f"materialize {producer or asset} for {partition_label(date, symbol)} again"
     try:
-        return pd.read_parquet(io.BytesIO(read_bytes(path)) if object_store.is_remote(path) else path)
+        data = read_checked(path)
+    except DamagedFile as exc:
+        raise DamagedFile(f"{exc}; {remedy}") from None
+    try:
+        return pd.read_parquet(io.BytesIO(data), page_checksum_verification=True)
     except (pyarrow.ArrowException, ValueError) as exc:
-        reason = str(exc).split("'<Buffer>': ", 1)[-1]
-        raise ValueError(f"{path} is not a readable parquet file: {reason}") from None
+        reason = str(exc).split("'<Buffer>': ", 1)[-1]  # pyarrow names the file '<Buffer>'
+        raise DamagedFile(f"{path} is not a readable parquet file: {reason}; {remedy}") from None
 
 
 def missing_partition(asset: str, date: dt.date | str, symbol: str, path: Path) -> MissingPartition:

@@ -43,6 +43,7 @@ import ccxt
 import pandas as pd
 
 from levibot_assets.core.ohlcv import MarketDataError, day_start, frame_from_rows
+from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.symbols import SymbolError, exchange_symbol
 
 TIMEFRAME = "1m"
@@ -232,7 +233,8 @@ class CcxtOhlcvClient:
         return None
 
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}"
+        """The error as text, without keys or URL credentials (ccxt quotes the URL it failed on)."""
+        text = redact_text(f"{type(exc).__name__}: {exc}")
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
