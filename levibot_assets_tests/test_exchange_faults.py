@@ -106,8 +106,10 @@ def test_bars_that_start_late_in_the_day_are_kept_after_the_empty_window_was_ret
     bars = client.fetch_day("BTCUSDT", FIRST_DAY)  # the data begins at 22:15, as for a new listing
 
     assert len(bars) == 105 and bars["timestamp"].iloc[0] == day_start(FIRST_DAY) + dt.timedelta(hours=22, minutes=15)
-    starts = [q["startTime"] for q in standin.klines()]
-    assert starts == [str(ms("2023-03-16 00:00"))] * 6 + [str(ms("2023-03-16 16:40"))]
+    starts = [(q["startTime"], q["limit"]) for q in standin.klines()]
+    # six empty answers, then the probe for the first bar from 00:00 on names 22:15: the next page starts there
+    assert starts == [(str(ms("2023-03-16 00:00")), "1000")] * 6 + [(str(ms("2023-03-16 00:00")), "1"),
+                                                                  (str(ms("2023-03-16 22:15")), "105")]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
 
 
@@ -121,8 +123,8 @@ def test_a_day_short_at_its_end_with_nothing_after_it_fails_loudly(standin):
         "binance BTCUSDT 2023-05-01: the day is short at its end: 1262 bars received, 21:02..23:59 (178 min) missing"
     )
     starts = [q["startTime"] for q in standin.klines()]
-    assert starts == [str(ms(t)) for t in ["2023-05-01 00:00", "2023-05-01 16:40"] + ["2023-05-01 21:02"] * 3
-                      + ["2023-05-02 00:00"] * 3]
+    assert starts == [str(ms(t)) for t in ["2023-05-01 00:00", "2023-05-01 16:40"] + ["2023-05-01 21:02"] * 6]
+    assert [q["limit"] for q in standin.klines()][-3:] == ["1"] * 3  # the probe for any bar after 21:01
     assert delays == [1.0, 2.0] * 2
 
 
@@ -134,7 +136,7 @@ def test_a_hole_across_midnight_is_kept_because_bars_follow_the_day(candles):
 
     assert len(bars) == BARS_PER_DAY - 20
     assert [str(gap) for gap in find_gaps(bars, FULL_DAY)] == ["2023-03-20 23:40..23:59 (20 min)"]
-    assert standin.klines()[-1]["startTime"] == str(ms("2023-03-21 00:00")) and standin.klines()[-1]["limit"] == "1"
+    assert standin.klines()[-1]["startTime"] == str(ms("2023-03-20 23:40")) and standin.klines()[-1]["limit"] == "1"
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]  # the empty tail was retried before the probe
 
 
@@ -148,7 +150,7 @@ def test_a_bar_from_the_future_is_an_invalid_page(candles):
 
     assert delays == [1.0, 1.0]
     assert str(info.value).startswith("binance BTCUSDT 2023-03-20: gave up after 2 attempts: invalid page for "
-                                      "2023-03-21 00:00..2023-03-21 23:59: open time 2023-03-21 00:10:00+00:00")
+                                      "2023-03-20 23:40..2023-03-21 23:39: open time 2023-03-21 00:10:00+00:00")
 
 
 @pytest.mark.parametrize("fault, after, delay", [

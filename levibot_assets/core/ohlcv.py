@@ -22,6 +22,10 @@ class MarketDataError(RuntimeError):
     """A source could not deliver a day of candles; the message says which and why."""
 
 
+class ExchangeBanned(MarketDataError):
+    """The exchange has banned this IP: every further request extends the ban, so a run stops at once."""
+
+
 def day_start(date: dt.date) -> pd.Timestamp:
     return pd.Timestamp(date.isoformat(), tz="UTC")
 
