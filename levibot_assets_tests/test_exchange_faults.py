@@ -10,13 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import ccxt
+import dagster as dg
 import pytest
 
-from levibot_assets.core.ohlcv import BARS_PER_DAY, MarketDataError, day_start, find_gaps
+from levibot_assets.core.ohlcv import BARS_PER_DAY, ExchangeBanned, MarketDataError, day_start, find_gaps
 from levibot_assets.core.sources.exchange import CcxtOhlcvClient
 from levibot_assets.settings import Settings, SettingsError
 from levibot_assets_tests.exchange_standin import (
@@ -330,3 +332,161 @@ def test_ccxt_options_must_be_a_json_object(value, problem):
     options = Settings.from_env({"LEVIBOT_CCXT_OPTIONS": '{"timeout": 2000, "options": {"x": 1}}'}).ccxt_options
     assert options == {"timeout": 2000, "options": {"x": 1}}
     assert "2000" not in repr(Settings(ccxt_options=options))  # proxies and URLs can hold credentials
+
+
+# --- a day is complete or it fails: every page, every fault, through all its retries -------------
+
+PAGES = {  # how the faulty page is reached, and the window it asks for
+    "first": (lambda standin: None, "2023-03-20 00:00..2023-03-20 16:39"),
+    "middle": (lambda standin: standin.truncate(300), "2023-03-20 05:00..2023-03-20 21:39"),  # 1st page cut: 3 pages
+    "last": (lambda standin: standin.fail(KLINES, lambda request: None), "2023-03-20 16:40..2023-03-20 23:59"),
+}
+FAULTS = {  # how the page fails, and the cause the error names
+    "empty": (lambda standin, times: standin.fail(KLINES, raw("[]"), times), "empty"),
+    "garbled": (lambda standin, times: standin.fail(KLINES, raw("<html>502 Bad Gateway</html>"), times), "unreadable"),
+    "cut": (lambda standin, times: standin.cut(times), "NetworkError"),
+    "slow": (lambda standin, times: standin.fail(KLINES, slow(1.5), times), "RequestTimeout"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_that_fails_all_its_retries_fails_the_day_naming_its_window_and_cause(standin, page, fault):
+    reach, window = PAGES[page]
+    queue, cause = FAULTS[fault]
+    reach(standin)
+    queue(standin, 6)  # the first try and its 5 retries
+    client, delays = client_for(standin, standin.ccxt_options(timeout=1000))
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    message = str(info.value)
+    assert message.startswith("binance BTCUSDT 2023-03-20: ") and window in message and cause in message
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+@pytest.mark.parametrize("fault", ["empty", "garbled", "cut"])
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_that_never_recovers_fails_the_day_naming_where_the_data_stops(standin, page, fault):
+    reach, window = PAGES[page]
+    reach(standin)
+    FAULTS[fault][0](standin, 100)  # the probe for the first bar after an empty page fails too
+    client, _ = client_for(standin)
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert window[11:16] in str(info.value)  # the page's first minute, where the bars stop
+
+
+def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_env, monkeypatch):
+    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets.core.layout import DataLayout
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import partition_key
+    from levibot_assets.resources import market_data
+
+    standin.fail(KLINES, raw("[]"), times=6, after=1)  # the last page of the day comes back empty
+    client, _ = client_for(standin)
+    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+    settings = levibot_env(source="ccxt")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
+                                partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_ohlcv"
+    assert "the page for 2023-03-20 16:40..2023-03-20 23:59 came back empty 6 times" in failure.event_specific_data.error.message
+    assert result.get_asset_materialization_events() == []
+    layout = DataLayout(settings.data_dir)
+    assert not layout.table("raw_ohlcv", FULL_DAY, "BTCUSDT").exists()
+    assert not layout.table("features", FULL_DAY, "BTCUSDT").exists()
+
+
+# --- bans and deadlines --------------------------------------------------------------------------
+
+
+def _ban_until(when: dt.datetime):
+    until_ms = int(when.timestamp() * 1000)
+    return binance_error(418, -1003, f"Way too much request weight used; IP banned until {until_ms}.")
+
+
+def test_a_ban_is_remembered_later_days_send_no_request_until_it_ends(standin):
+    standin.fail(KLINES, _ban_until(NOW + dt.timedelta(hours=1)), times=10)
+    clock = [NOW]
+    client, delays = client_for(standin, now=lambda: clock[0])
+
+    with pytest.raises(ExchangeBanned, match="banned this IP until 2023-05-02 04:00:00 UTC"):
+        client.fetch_day("BTCUSDT", FULL_DAY)
+    with pytest.raises(ExchangeBanned, match="2023-03-24: not requested: the exchange has banned this IP until 2023-05-02 04:00"):
+        client.fetch_day("ETHUSDT", HALT_DAY)
+    assert len(standin.klines()) == 1 and delays == []
+
+    clock[0] = NOW + dt.timedelta(hours=1, minutes=1)  # the ban is over: the next day asks again
+    with pytest.raises(ExchangeBanned):
+        client.fetch_day("BTCUSDT", HALT_DAY)
+    assert len(standin.klines()) == 2
+
+
+def test_a_ban_in_a_year_long_range_run_sends_one_request_and_stops_the_run(standin, levibot_env):
+    from levibot_assets.assets.market import raw_ohlcv
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import range_tags
+    from levibot_assets.resources.market_data import ccxt_client
+
+    until = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(hours=2)
+    standin.fail(KLINES, _ban_until(until), times=1000)
+    settings = levibot_env(source="ccxt", ccxt_options=json.dumps(standin.ccxt_options()))
+    start = dt.date(2023, 3, 1)
+    ccxt_client.cache_clear()
+    try:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([raw_ohlcv], resources=build_resources(settings), instance=instance,
+                                    tags=range_tags(start, start + dt.timedelta(days=364), "BTCUSDT"),
+                                    raise_on_error=False)
+    finally:
+        ccxt_client.cache_clear()
+
+    assert standin.paths() == [EXCHANGE_INFO, KLINES]  # counted by the server: one request to the banned endpoint
+    assert not result.success
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+    assert f"banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC" in message
+    assert "1 of 365 partition(s) failed" in message and "364 later partition(s) were not tried" in message
+    assert result.get_asset_materialization_events() == []
+
+
+def _abandoned(standin: BinanceStandIn) -> list:
+    """The answers the client left, once the server has noticed (its next write fails)."""
+    for _ in range(200):
+        if standin.abandoned:
+            break
+        time.sleep(0.05)
+    return standin.abandoned
+
+
+def test_a_dripping_answer_is_cut_at_the_requests_total_deadline(standin):
+    standin.drip(0.05)  # 64 bytes every 50 ms: a 1000-bar page would take about 90 s
+    client, delays = client_for(standin, standin.ccxt_options(timeout=1000), max_retries=0)
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert "gave up after 1 attempts: RequestTimeout" in str(info.value)
+    assert "the answer was not complete within its 1 s total deadline" in str(info.value)
+    assert "(page 2023-03-20 00:00..2023-03-20 16:39)" in str(info.value)
+    [(request, sent, size)] = _abandoned(standin)
+    assert request.path == KLINES and sent < size
+
+
+def test_a_dripping_server_cannot_hold_a_day_past_the_days_deadline(standin):
+    standin.drip(0.05, times=100)
+    client, delays = client_for(standin, deadline_seconds=1, now=lambda: dt.datetime.now(dt.timezone.utc))
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert "gave up after 1 attempts: waiting 1 s more would pass the 1 s deadline: RequestTimeout" in str(info.value)
+    assert "not complete within its 1 s total deadline" in str(info.value)
+    assert len(standin.klines()) == 1 and delays == []

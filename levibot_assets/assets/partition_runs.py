@@ -9,8 +9,9 @@ evaluations and its own metadata (`add_asset_metadata(partition_key=...)`), so t
 one by one as if each had run alone.
 
 A partition that fails (its source, a missing upstream file, a blocking check) leaves its previous
-files untouched; the others go on. At the end the run fails naming every failed partition and its
-cause, and the partitions that were written are still recorded as materialized.
+files untouched; the others go on, except after an exchange ban (every request extends it): the
+run stops there. At the end the run fails naming every failed partition and its cause, and the
+partitions that were written are still recorded as materialized.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from levibot_assets.core.ohlcv import ExchangeBanned
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -88,6 +90,7 @@ def materialize_partitions(
     partitions = ordered_partitions(context)
     written: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
+    stopped = ""
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
@@ -97,6 +100,9 @@ def materialize_partitions(
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
             failed[str(key)] = f"not stored, {type(exc).__name__}: {exc}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[str(key)]}")
+            if isinstance(exc, ExchangeBanned) and n < len(partitions):
+                stopped = f"\nThe run stopped at {key}: {len(partitions) - n} later partition(s) were not tried."
+                break
             continue
         yield from (_evaluation(asset_key, str(key), check) for check in result.checks)
         if blocked := _blocking_failures(result.checks):
@@ -125,7 +131,7 @@ def materialize_partitions(
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
         raise dg.Failure(
             description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
-            f"(what was not stored kept its previous files):\n{lines}",
+            f"(what was not stored kept its previous files):\n{lines}{stopped}",
             metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
         )
     yield from _check_outputs(context)

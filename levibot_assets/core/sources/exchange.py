@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import os
 import random
 import re
 import socket
@@ -101,7 +102,10 @@ class _TotalDeadline(requests.adapters.HTTPAdapter):
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         bounded = tuple(left if t is None else min(t, left) for t in (connect, read))
         response = super().send(request, stream=True, timeout=bounded, **kwargs)
-        sock = getattr(response.raw.connection, "sock", None)
+        try:  # our own handle on the body's socket, so that the timer can never reach another one
+            sock = socket.socket(fileno=os.dup(response.raw.fileno()))
+        except (OSError, ValueError):  # no body left to read
+            return response
         timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), _shut, (sock,))
         timer.start()
         try:
@@ -112,16 +116,16 @@ class _TotalDeadline(requests.adapters.HTTPAdapter):
             raise
         finally:
             timer.cancel()
+            sock.close()
         return response
 
 
-def _shut(sock: socket.socket | None) -> None:
-    """Wake a read blocked on `sock` (close() alone does not)."""
-    if sock is not None:
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:  # already closed
-            pass
+def _shut(sock: socket.socket) -> None:
+    """Wake the read blocked on `sock` (closing a descriptor does not)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # the answer ended meanwhile
+        pass
 
 
 class CcxtOhlcvClient:
@@ -222,7 +226,8 @@ class CcxtOhlcvClient:
         probe = self._page(what, deadline, market, since, since + _DAY_MS, now_ms, limit=1)
         if not probe:
             if not received:
-                raise MarketDataError(f"{what}: the exchange returned no bars for this day (not listed then?)")
+                raise MarketDataError(f"{what}: the exchange returned no bars for this day (not listed then?): the "
+                                      f"page for {_window(since, until)} came back empty and no bar follows it")
             first = pd.Timestamp(since, unit="ms", tz="UTC")
             raise MarketDataError(
                 f"{what}: the day is short at its end: {received} bars received, {first:%H:%M}..23:59 "
