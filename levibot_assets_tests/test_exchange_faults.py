@@ -490,3 +490,38 @@ def test_a_dripping_server_cannot_hold_a_day_past_the_days_deadline(standin):
     assert "gave up after 1 attempts: waiting 1 s more would pass the 1 s deadline: RequestTimeout" in str(info.value)
     assert "not complete within its 1 s total deadline" in str(info.value)
     assert len(standin.klines()) == 1 and delays == []
+
+
+@pytest.mark.parametrize("fault, cause", [
+    ("spike", "check no_price_spike failed: 1 bars jump more than 1.5x from their neighbours and back: 11:40"),
+    ("conflicting-minute", "open time 2023-03-20 11:40:00+00:00 appears twice: ["),
+])
+def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_features(candles, levibot_env, monkeypatch,
+                                                                                  fault, cause):
+    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets.core.layout import DataLayout
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import partition_key
+    from levibot_assets.resources import market_data
+
+    i = next(n for n, row in enumerate(candles) if row[0] == ms("2023-03-20 11:40"))
+    bad = [candles[i][0], candles[i][1], candles[i][2] * 1000, candles[i][3], candles[i][4] * 1000, candles[i][5]]
+    if fault == "spike":
+        candles[i] = bad
+    else:
+        candles.insert(i + 1, bad)
+    with BinanceStandIn(candles) as standin:
+        client, _ = client_for(standin)
+        monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+        settings = levibot_env(source="ccxt")
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
+                                    partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_ohlcv" and cause in failure.event_specific_data.error.message
+    assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
+    layout = DataLayout(settings.data_dir)
+    assert not layout.table("raw_ohlcv", FULL_DAY, "BTCUSDT").exists()
+    assert not layout.table("features", FULL_DAY, "BTCUSDT").exists()
