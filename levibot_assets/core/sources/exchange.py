@@ -151,7 +151,7 @@ class CcxtOhlcvClient:
         if self.exchange.session is not None:
             for scheme in ("http://", "https://"):
                 self.exchange.session.mount(scheme, self._request_deadline)
-        self._ban: tuple[str, pd.Timestamp | None] | None = None  # (why, until when; None: it did not say)
+        self._ban: tuple[str, pd.Timestamp | None] | None = None  # (why, until; None: unsaid, so for this process)
         credentials = (getattr(self.exchange, name, None) for name in self.exchange.requiredCredentials)
         self._secrets = tuple(value for value in credentials if isinstance(value, str) and value)
         self.exchange_id = self.exchange.id
@@ -311,10 +311,10 @@ class CcxtOhlcvClient:
             until = pd.Timestamp(self._now()).tz_convert("UTC") + pd.Timedelta(seconds=self._retry_after())
         else:
             until = None
-            why = f"the exchange has banned this IP (HTTP 418) for a time it did not say; stopped at once: {text}"
-        if until is not None:
-            why = (f"the exchange has banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC; stopped at once, since "
-                   f"more requests extend a ban (slow down, or use another IP): {text}")
+        why = (f"the exchange has banned this IP (HTTP 418) for a time it did not say; stopped at once: {text}"
+               if until is None else
+               f"the exchange has banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC; stopped at once, since "
+               f"more requests extend a ban (slow down, or use another IP): {text}")
         self._ban = (why, until)
         return why
 
