@@ -31,6 +31,7 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 # check name -> (severity, description); severity ERROR checks are blocking
 _RAW = {
     "consistent_bars": (ERROR, "unique ordered timestamps, finite positive prices, low <= open, close <= high, volume >= 0"),
+    "no_price_spike": (ERROR, f"no bar whose high or low is more than {quality.SPIKE_MAX_RATIO}x away from its neighbours on both sides"),
     "complete_day": (WARN, "1440 one-minute bars; missing minutes are listed with their times"),
     "no_trading_halt": (WARN, f"no run of {quality.HALT_MIN_MINUTES}+ zero-volume bars (exchange halt)"),
 }
@@ -107,6 +108,7 @@ def check_result(name: str, result: quality.QualityResult) -> dg.AssetCheckResul
 def raw_ohlcv_check_results(bars: pd.DataFrame, date: dt.date) -> list[dg.AssetCheckResult]:
     return [
         check_result("consistent_bars", quality.raw_consistency(bars)),
+        check_result("no_price_spike", quality.raw_spikes(bars)),
         check_result("complete_day", quality.raw_completeness(bars, date)),
         check_result("no_trading_halt", quality.raw_halts(bars)),
     ]

@@ -6,10 +6,12 @@ candles it is given, with Binance's semantics (startTime and endTime inclusive, 
 Binance's -2015, as private endpoints do for a key without permission. Faults are queued per path
 with `fail(path, fault, times)` and consumed one per request; each fault is a function of the
 request returning the response to send, or None to answer normally after it (e.g. a slow answer).
+`truncate`, `drip` and `cut` queue the normal klines answer cut short, sent slowly, or dropped halfway.
 """
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import threading
 import time
@@ -34,6 +36,11 @@ class Response:
     status: int = 200
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    pace: float = 0.0  # seconds between pieces of DRIP_BYTES of the body; 0 sends it at once
+    cut_at: int | None = None  # bytes of the body sent before the connection is dropped
+
+
+DRIP_BYTES = 64
 
 
 Fault = Callable[[Request], "Response | None"]
@@ -61,6 +68,7 @@ class BinanceStandIn:
         self.candles = candles
         self.open_times = [int(row[0]) for row in candles]
         self.requests: list[Request] = []
+        self.abandoned: list[tuple[Request, int, int]] = []  # answers the client left: (request, bytes sent, of)
         self._faults: dict[str, list[Fault]] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -88,6 +96,15 @@ class BinanceStandIn:
         """Klines answers that hold at most `rows` rows, as a page cut short would."""
         self.fail(KLINES, lambda request: Response(200, json.dumps(self._klines(request.query)[:rows])), times, after)
 
+    def drip(self, seconds: float, times: int = 1, after: int = 0) -> None:
+        """Normal klines answers sent DRIP_BYTES at a time, `seconds` apart (each piece inside any read timeout)."""
+        self.fail(KLINES, lambda request: dataclasses.replace(self._normal(request), pace=seconds), times, after)
+
+    def cut(self, times: int = 1, after: int = 0) -> None:
+        """Normal klines answers whose connection drops halfway through the body."""
+        self.fail(KLINES, lambda request: dataclasses.replace(
+            answer := self._normal(request), cut_at=len(answer.body.encode()) // 2), times, after)
+
     def paths(self) -> list[str]:
         return [request.path for request in self.requests]
 
@@ -101,6 +118,9 @@ class BinanceStandIn:
             response = faults.pop(0)(request)
             if response is not None:
                 return response
+        return self._normal(request)
+
+    def _normal(self, request: Request) -> Response:
         if request.path == EXCHANGE_INFO:
             return Response(200, json.dumps(EXCHANGE_INFO_BODY))
         if request.path == KLINES:
@@ -129,15 +149,24 @@ def _handler(standin: BinanceStandIn) -> type[BaseHTTPRequestHandler]:
             request = Request(parts.path, dict(parse_qsl(parts.query)), dict(self.headers))
             response = standin.answer(request)
             body = response.body.encode()
+            sent = 0
             try:
                 self.send_response(response.status)
                 for name, value in {"Content-Type": "application/json", **response.headers}.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if response.cut_at is not None:
+                    self.wfile.write(body[:response.cut_at])
+                    return  # HTTP/1.0: the connection closes with the body incomplete
+                step = DRIP_BYTES if response.pace else len(body) or 1
+                for sent in range(0, len(body), step):
+                    if sent and response.pace:
+                        time.sleep(response.pace)
+                    self.wfile.write(body[sent:sent + step])
+                    self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                pass
+                standin.abandoned.append((request, sent, len(body)))
 
         def log_message(self, *args) -> None:
             pass

@@ -10,13 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import ccxt
+import dagster as dg
 import pytest
 
-from levibot_assets.core.ohlcv import BARS_PER_DAY, MarketDataError, day_start, find_gaps
+from levibot_assets.core.ohlcv import BARS_PER_DAY, ExchangeBanned, MarketDataError, day_start, find_gaps
 from levibot_assets.core.sources.exchange import CcxtOhlcvClient
 from levibot_assets.settings import Settings, SettingsError
 from levibot_assets_tests.exchange_standin import (
@@ -106,8 +108,10 @@ def test_bars_that_start_late_in_the_day_are_kept_after_the_empty_window_was_ret
     bars = client.fetch_day("BTCUSDT", FIRST_DAY)  # the data begins at 22:15, as for a new listing
 
     assert len(bars) == 105 and bars["timestamp"].iloc[0] == day_start(FIRST_DAY) + dt.timedelta(hours=22, minutes=15)
-    starts = [q["startTime"] for q in standin.klines()]
-    assert starts == [str(ms("2023-03-16 00:00"))] * 6 + [str(ms("2023-03-16 16:40"))]
+    starts = [(q["startTime"], q["limit"]) for q in standin.klines()]
+    # six empty answers, then the probe for the first bar from 00:00 on names 22:15: the next page starts there
+    assert starts == [(str(ms("2023-03-16 00:00")), "1000")] * 6 + [(str(ms("2023-03-16 00:00")), "1"),
+                                                                  (str(ms("2023-03-16 22:15")), "105")]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
 
 
@@ -121,8 +125,8 @@ def test_a_day_short_at_its_end_with_nothing_after_it_fails_loudly(standin):
         "binance BTCUSDT 2023-05-01: the day is short at its end: 1262 bars received, 21:02..23:59 (178 min) missing"
     )
     starts = [q["startTime"] for q in standin.klines()]
-    assert starts == [str(ms(t)) for t in ["2023-05-01 00:00", "2023-05-01 16:40"] + ["2023-05-01 21:02"] * 3
-                      + ["2023-05-02 00:00"] * 3]
+    assert starts == [str(ms(t)) for t in ["2023-05-01 00:00", "2023-05-01 16:40"] + ["2023-05-01 21:02"] * 6]
+    assert [q["limit"] for q in standin.klines()][-3:] == ["1"] * 3  # the probe for any bar after 21:01
     assert delays == [1.0, 2.0] * 2
 
 
@@ -134,7 +138,7 @@ def test_a_hole_across_midnight_is_kept_because_bars_follow_the_day(candles):
 
     assert len(bars) == BARS_PER_DAY - 20
     assert [str(gap) for gap in find_gaps(bars, FULL_DAY)] == ["2023-03-20 23:40..23:59 (20 min)"]
-    assert standin.klines()[-1]["startTime"] == str(ms("2023-03-21 00:00")) and standin.klines()[-1]["limit"] == "1"
+    assert standin.klines()[-1]["startTime"] == str(ms("2023-03-20 23:40")) and standin.klines()[-1]["limit"] == "1"
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]  # the empty tail was retried before the probe
 
 
@@ -148,7 +152,7 @@ def test_a_bar_from_the_future_is_an_invalid_page(candles):
 
     assert delays == [1.0, 1.0]
     assert str(info.value).startswith("binance BTCUSDT 2023-03-20: gave up after 2 attempts: invalid page for "
-                                      "2023-03-21 00:00..2023-03-21 23:59: open time 2023-03-21 00:10:00+00:00")
+                                      "2023-03-20 23:40..2023-03-21 23:39: open time 2023-03-21 00:10:00+00:00")
 
 
 @pytest.mark.parametrize("fault, after, delay", [
@@ -328,3 +332,196 @@ def test_ccxt_options_must_be_a_json_object(value, problem):
     options = Settings.from_env({"LEVIBOT_CCXT_OPTIONS": '{"timeout": 2000, "options": {"x": 1}}'}).ccxt_options
     assert options == {"timeout": 2000, "options": {"x": 1}}
     assert "2000" not in repr(Settings(ccxt_options=options))  # proxies and URLs can hold credentials
+
+
+# --- a day is complete or it fails: every page, every fault, through all its retries -------------
+
+PAGES = {  # how the faulty page is reached, and the window it asks for
+    "first": (lambda standin: None, "2023-03-20 00:00..2023-03-20 16:39"),
+    "middle": (lambda standin: standin.truncate(300), "2023-03-20 05:00..2023-03-20 21:39"),  # 1st page cut: 3 pages
+    "last": (lambda standin: standin.fail(KLINES, lambda request: None), "2023-03-20 16:40..2023-03-20 23:59"),
+}
+FAULTS = {  # how the page fails, and the cause the error names
+    "empty": (lambda standin, times: standin.fail(KLINES, raw("[]"), times), "empty"),
+    "garbled": (lambda standin, times: standin.fail(KLINES, raw("<html>502 Bad Gateway</html>"), times), "unreadable"),
+    "cut": (lambda standin, times: standin.cut(times), "NetworkError"),
+    "slow": (lambda standin, times: standin.fail(KLINES, slow(1.5), times), "RequestTimeout"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_that_fails_all_its_retries_fails_the_day_naming_its_window_and_cause(standin, page, fault):
+    reach, window = PAGES[page]
+    queue, cause = FAULTS[fault]
+    reach(standin)
+    queue(standin, 6)  # the first try and its 5 retries
+    client, delays = client_for(standin, standin.ccxt_options(timeout=1000))
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    message = str(info.value)
+    assert message.startswith("binance BTCUSDT 2023-03-20: ") and window in message and cause in message
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+@pytest.mark.parametrize("fault", ["empty", "garbled", "cut"])
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_that_never_recovers_fails_the_day_naming_where_the_data_stops(standin, page, fault):
+    reach, window = PAGES[page]
+    reach(standin)
+    FAULTS[fault][0](standin, 100)  # the probe for the first bar after an empty page fails too
+    client, _ = client_for(standin)
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert window[11:16] in str(info.value)  # the page's first minute, where the bars stop
+
+
+def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_env, monkeypatch):
+    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets.core.layout import DataLayout
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import partition_key
+    from levibot_assets.resources import market_data
+
+    standin.fail(KLINES, raw("[]"), times=6, after=1)  # the last page of the day comes back empty
+    client, _ = client_for(standin)
+    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+    settings = levibot_env(source="ccxt")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
+                                partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_ohlcv"
+    assert "the page for 2023-03-20 16:40..2023-03-20 23:59 came back empty 6 times" in failure.event_specific_data.error.message
+    assert result.get_asset_materialization_events() == []
+    layout = DataLayout(settings.data_dir)
+    assert not layout.table("raw_ohlcv", FULL_DAY, "BTCUSDT").exists()
+    assert not layout.table("features", FULL_DAY, "BTCUSDT").exists()
+
+
+# --- bans and deadlines --------------------------------------------------------------------------
+
+
+def _ban_until(when: dt.datetime):
+    until_ms = int(when.timestamp() * 1000)
+    return binance_error(418, -1003, f"Way too much request weight used; IP banned until {until_ms}.")
+
+
+def test_a_ban_is_remembered_later_days_send_no_request_until_it_ends(standin):
+    standin.fail(KLINES, _ban_until(NOW + dt.timedelta(hours=1)), times=10)
+    clock = [NOW]
+    client, delays = client_for(standin, now=lambda: clock[0])
+
+    with pytest.raises(ExchangeBanned, match="banned this IP until 2023-05-02 04:00:00 UTC"):
+        client.fetch_day("BTCUSDT", FULL_DAY)
+    with pytest.raises(ExchangeBanned, match="2023-03-24: not requested: the exchange has banned this IP until 2023-05-02 04:00"):
+        client.fetch_day("ETHUSDT", HALT_DAY)
+    assert len(standin.klines()) == 1 and delays == []
+
+    clock[0] = NOW + dt.timedelta(hours=1, minutes=1)  # the ban is over: the next day asks again
+    with pytest.raises(ExchangeBanned):
+        client.fetch_day("BTCUSDT", HALT_DAY)
+    assert len(standin.klines()) == 2
+
+
+def test_a_ban_in_a_year_long_range_run_sends_one_request_and_stops_the_run(standin, levibot_env):
+    from levibot_assets.assets.market import raw_ohlcv
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import range_tags
+    from levibot_assets.resources.market_data import ccxt_client
+
+    until = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(hours=2)
+    standin.fail(KLINES, _ban_until(until), times=1000)
+    settings = levibot_env(source="ccxt", ccxt_options=json.dumps(standin.ccxt_options()))
+    start = dt.date(2023, 3, 1)
+    ccxt_client.cache_clear()
+    try:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([raw_ohlcv], resources=build_resources(settings), instance=instance,
+                                    tags=range_tags(start, start + dt.timedelta(days=364), "BTCUSDT"),
+                                    raise_on_error=False)
+    finally:
+        ccxt_client.cache_clear()
+
+    assert standin.paths() == [EXCHANGE_INFO, KLINES]  # counted by the server: one request to the banned endpoint
+    assert not result.success
+    message = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+    assert f"banned this IP until {until:%Y-%m-%d %H:%M:%S} UTC" in message
+    assert "1 of 365 partition(s) failed" in message and "364 later partition(s) were not tried" in message
+    assert result.get_asset_materialization_events() == []
+
+
+def _abandoned(standin: BinanceStandIn) -> list:
+    """The answers the client left, once the server has noticed (its next write fails)."""
+    for _ in range(200):
+        if standin.abandoned:
+            break
+        time.sleep(0.05)
+    return standin.abandoned
+
+
+def test_a_dripping_answer_is_cut_at_the_requests_total_deadline(standin):
+    standin.drip(0.05)  # 64 bytes every 50 ms: a 1000-bar page would take about 90 s
+    client, delays = client_for(standin, standin.ccxt_options(timeout=1000), max_retries=0)
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert "gave up after 1 attempts: RequestTimeout" in str(info.value)
+    assert "the answer was not complete within its 1 s total deadline" in str(info.value)
+    assert "(page 2023-03-20 00:00..2023-03-20 16:39)" in str(info.value)
+    [(request, sent, size)] = _abandoned(standin)
+    assert request.path == KLINES and sent < size
+
+
+def test_a_dripping_server_cannot_hold_a_day_past_the_days_deadline(standin):
+    standin.drip(0.05, times=100)
+    client, delays = client_for(standin, deadline_seconds=1, now=lambda: dt.datetime.now(dt.timezone.utc))
+
+    with pytest.raises(MarketDataError) as info:
+        client.fetch_day("BTCUSDT", FULL_DAY)
+
+    assert "gave up after 1 attempts: waiting 1 s more would pass the 1 s deadline: RequestTimeout" in str(info.value)
+    assert "not complete within its 1 s total deadline" in str(info.value)
+    assert len(standin.klines()) == 1 and delays == []
+
+
+@pytest.mark.parametrize("fault, cause", [
+    ("spike", "check no_price_spike failed: 1 bars jump more than 1.5x from their neighbours and back: 11:40"),
+    ("conflicting-minute", "open time 2023-03-20 11:40:00+00:00 appears twice: ["),
+])
+def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_features(candles, levibot_env, monkeypatch,
+                                                                                  fault, cause):
+    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets.core.layout import DataLayout
+    from levibot_assets.definitions import build_resources
+    from levibot_assets.partitions import partition_key
+    from levibot_assets.resources import market_data
+
+    i = next(n for n, row in enumerate(candles) if row[0] == ms("2023-03-20 11:40"))
+    bad = [candles[i][0], candles[i][1], candles[i][2] * 1000, candles[i][3], candles[i][4] * 1000, candles[i][5]]
+    if fault == "spike":
+        candles[i] = bad
+    else:
+        candles.insert(i + 1, bad)
+    with BinanceStandIn(candles) as standin:
+        client, _ = client_for(standin)
+        monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+        settings = levibot_env(source="ccxt")
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
+                                    partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_ohlcv" and cause in failure.event_specific_data.error.message
+    assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
+    layout = DataLayout(settings.data_dir)
+    assert not layout.table("raw_ohlcv", FULL_DAY, "BTCUSDT").exists()
+    assert not layout.table("features", FULL_DAY, "BTCUSDT").exists()

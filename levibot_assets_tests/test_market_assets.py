@@ -125,3 +125,32 @@ def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypa
     raw = pd.read_parquet(DataLayout(settings.data_dir).table("raw_ohlcv", DAY, "BTCUSDT"))
     assert len(raw) == 1440 and raw["close"].tolist() == [float(r[4]) for r in rows[1:1441]]
     assert _metadata(result, "raw_ohlcv")["source"] == "ccxt:binance"
+
+
+@pytest.mark.parametrize("fault, cause", [
+    ("spike", "check no_price_spike failed: 1 bars jump more than 1.5x from their neighbours and back: 11:40"),
+    ("conflicting-minute", "1 minute(s) with conflicting rows, the first 2023-04-10 11:40: ["),
+])
+def test_a_spike_or_a_conflicting_minute_in_a_dump_never_reaches_features(levibot_env, shared_data_dir, tmp_path,
+                                                                          fault, cause):
+    rows = json.loads((shared_data_dir / "BTC_USDT-1m.json").read_text())
+    i = next(n for n, row in enumerate(rows) if row[0] == int(pd.Timestamp("2023-04-10 11:40", tz="UTC").timestamp() * 1000))
+    bad = [rows[i][0], rows[i][1], rows[i][2] * 1000, rows[i][3], rows[i][4] * 1000, rows[i][5]]  # close, high x1000
+    if fault == "spike":
+        rows[i] = bad
+    else:
+        rows.insert(i + 1, bad)  # the same minute again, holding the spike
+    (tmp_path / "dump").mkdir()
+    (tmp_path / "dump" / "BTC_USDT-1m.json").write_text(json.dumps(rows))
+    settings = levibot_env(source="files", files_dir=tmp_path / "dump")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, raise_on_error=False,
+                                partition_key=partition_key("2023-04-10", "BTCUSDT"))
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "raw_ohlcv" and cause in failure.event_specific_data.error.message
+    assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
+    layout = DataLayout(settings.data_dir)
+    assert not layout.table("raw_ohlcv", "2023-04-10", "BTCUSDT").exists()
+    assert not layout.table("features", "2023-04-10", "BTCUSDT").exists()

@@ -33,7 +33,8 @@ def halt_day(shared_data_dir):
 
 
 def test_clean_synthetic_day_passes_every_raw_rule(bars):
-    for result in (quality.raw_consistency(bars), quality.raw_completeness(bars, DAY), quality.raw_halts(bars)):
+    for result in (quality.raw_consistency(bars), quality.raw_completeness(bars, DAY), quality.raw_halts(bars),
+                   quality.raw_spikes(bars)):
         assert result.passed, result.description
     assert quality.raw_completeness(bars, DAY).metadata["bars"] == 1440
 
@@ -81,6 +82,51 @@ def test_real_halt_day_gaps_and_zero_volume_streak(halt_day):
     assert "12:40..13:59" in completeness.description
     assert not halts.passed and halts.metadata["zero_volume_bars_in_streaks"] == 72
     assert "11:28..12:39" in halts.description
+
+
+def spiked(bars: pd.DataFrame, row: int, factor: float) -> pd.DataFrame:
+    """One bar whose close and high (factor > 1) or close and low (factor < 1) are `factor` times the market."""
+    out = bars.copy()
+    column = "high" if factor > 1 else "low"
+    out.loc[row, ["close", column]] = out.loc[row, "close"] * factor
+    return out
+
+
+@pytest.mark.parametrize("row", [0, 1, 700, 1438, 1439])
+@pytest.mark.parametrize("factor", [1000.0, 0.001, 1.6])
+def test_a_one_bar_spike_anywhere_in_the_day_is_found(bars, row, factor):
+    result = quality.raw_spikes(spiked(bars, row, factor))
+    assert not result.passed and result.metadata["spiked_bars"] == 1
+    assert f"{bars['timestamp'].iloc[row]:%H:%M}" in result.description
+
+
+def test_two_spiked_bars_in_a_row_are_both_found(bars):
+    result = quality.raw_spikes(spiked(spiked(bars, 700, 1000.0), 701, 1000.0))
+    assert result.metadata["spike_times"] == ["11:40", "11:41"]
+
+
+@pytest.mark.parametrize("row", [0, 700])
+def test_a_crash_that_stays_down_is_not_a_spike(bars, row):
+    crashed = bars.copy()
+    after = crashed.index >= row
+    crashed.loc[after, ["open", "high", "low", "close"]] *= 0.4  # -60 % in one minute, and it stays there
+    crashed.loc[row, ["open", "high"]] = bars.loc[row, ["open", "high"]]  # the crash bar opens at the old level
+    result = quality.raw_spikes(crashed)
+    assert quality.raw_consistency(crashed).passed
+    assert result.passed, result.description
+
+
+def test_no_real_day_of_the_shared_data_has_a_spike(shared_data_dir):
+    """The bound is 10x (in log terms) the largest one-bar-and-back move measured here (SOL, 1.041)."""
+    largest = 1.0
+    for name in ("BTC_USDT", "ETH_USDT", "SOL_USDT"):
+        all_bars = frame_from_rows(json.loads((shared_data_dir / f"{name}-1m.json").read_text()))
+        for offset in range(47):
+            day = select_day(all_bars, dt.date(2023, 3, 16) + dt.timedelta(days=offset))
+            result = quality.raw_spikes(day)
+            assert result.passed, (name, offset, result.description)
+            largest = max(largest, result.metadata["largest_spike_ratio"])
+    assert 1.04 < largest < 1.042 and np.log(quality.SPIKE_MAX_RATIO) > 9.9 * np.log(largest)
 
 
 def test_features_of_a_clean_day_pass(feats):

@@ -184,9 +184,9 @@ def test_json_dump_is_parsed_once_and_reread_when_it_changes(tmp_path):
     assert len(files_day(tmp_path, "SOLUSDT", MS_DAY + dt.timedelta(days=1))) == BARS_PER_DAY
     assert files._parsed_json.cache_info().misses == 1
 
-    path.write_text(json.dumps([[first_ms + i * 60_000, 1, 2, 0.5, 7.25, 3] for i in range(10)]))
+    path.write_text(json.dumps([[first_ms + i * 60_000, 1, 2, 0.5, 7.25, 3] for i in range(BARS_PER_DAY)]))
     bars = files_day(tmp_path, "SOLUSDT", MS_DAY)
-    assert len(bars) == 10 and set(bars["close"]) == {7.25}
+    assert len(bars) == BARS_PER_DAY and set(bars["close"]) == {7.25}
 
 
 def test_missing_files_and_uncovered_days_name_what_was_looked_for(tmp_path, shared_data_dir):
@@ -204,3 +204,71 @@ def test_dump_prefix_follows_freqtrade_names():
     assert dump_prefix("SOLFDUSD") == "SOL_FDUSD"
     with pytest.raises(SymbolError, match="cannot split symbol 'XYZ'"):
         dump_prefix("XYZ")
+
+
+# --- a day is complete or it fails ---------------------------------------------------------------
+
+
+def dump_rows(first: dt.datetime, count: int, skip: range = range(0)) -> list[list]:
+    first_ms = int(first.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    return [[first_ms + i * 60_000, 100.0 + i % 7, 103.0 + i % 7, 98.0 + i % 7, 101.0 + i % 7, 2.0]
+            for i in range(count) if i not in skip]
+
+
+def test_a_dump_that_ends_mid_day_is_refused_naming_the_missing_minutes(tmp_path):
+    start = dt.datetime(2024, 4, 30)
+    (tmp_path / "BTC_USDT-1m.json").write_text(json.dumps(dump_rows(start, BARS_PER_DAY + 1226)))  # stops at 20:25
+
+    assert len(files_day(tmp_path, "BTCUSDT", MS_DAY - dt.timedelta(days=1))) == BARS_PER_DAY
+    with pytest.raises(MarketDataError, match=r"ends early on 2024-05-01: its last bar is at 20:25, 20:26\.\.23:59 "
+                                              r"\(214 min\) missing, and it holds nothing after the day"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+
+
+def test_a_dump_that_starts_late_is_refused_but_a_hole_with_bars_on_both_sides_is_kept(tmp_path):
+    # bars from 2024-05-01 06:00 to 2024-05-03 00:00, with nothing 2024-05-01 23:30 .. 05-02 00:29 (a halt)
+    rows = dump_rows(dt.datetime(2024, 5, 1, 6, 0), 2 * BARS_PER_DAY - 360 + 1, skip=range(1050, 1110))
+    (tmp_path / "BTC_USDT-1m.json").write_text(json.dumps(rows))
+
+    with pytest.raises(MarketDataError, match=r"starts late on 2024-05-01: its first bar is at 06:00, 00:00\.\.05:59 "
+                                              r"\(360 min\) missing, and it holds nothing before the day"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    bars = files_day(tmp_path, "BTCUSDT", MS_DAY + dt.timedelta(days=1))
+    assert [str(g) for g in find_gaps(bars, MS_DAY + dt.timedelta(days=1))] == ["2024-05-02 00:00..00:29 (30 min)"]
+
+
+def test_the_shared_dumps_partial_first_and_last_days_are_refused(shared_data_dir):
+    with pytest.raises(MarketDataError, match="starts late on 2023-03-16: its first bar is at 22:15"):
+        files_day(shared_data_dir, "BTCUSDT", dt.date(2023, 3, 16))
+    with pytest.raises(MarketDataError, match="ends early on 2023-05-01: its last bar is at 21:02"):
+        files_day(shared_data_dir, "SOLUSDT", dt.date(2023, 5, 1))
+    assert len(files_day(shared_data_dir, "ETHUSDT", dt.date(2023, 3, 24))) == BARS_PER_DAY - 80  # the halt is kept
+
+
+def test_a_vision_file_that_ends_mid_day_is_refused(tmp_path):
+    write_vision(tmp_path, "BTCUSDT", US_DAY, vision_rows(US_DAY, "us", skip=range(1226, BARS_PER_DAY)))
+    with pytest.raises(MarketDataError, match=r"ends early on 2025-01-02: its last bar is at 20:25"):
+        files_day(tmp_path, "BTCUSDT", US_DAY)
+
+
+def test_a_minute_held_twice_with_different_values_is_refused_naming_both_rows(tmp_path):
+    rows = dump_rows(dt.datetime(2024, 5, 1), BARS_PER_DAY)
+    spike = [rows[700][0], 100.0, 101000.0, 98.0, 100000.0, 2.0]
+    (tmp_path / "BTC_USDT-1m.json").write_text(json.dumps(rows + [list(rows[5]), spike]))  # a repeat, a conflict
+
+    with pytest.raises(MarketDataError) as info:
+        files_day(tmp_path, "BTCUSDT", MS_DAY)
+    assert "1 minute(s) with conflicting rows, the first 2024-05-01 11:40: [100, 103, 98, 101, 2] and " \
+           "[100, 101000, 98, 100000, 2]" in str(info.value)
+
+    (tmp_path / "BTC_USDT-1m.json").write_text(json.dumps(rows + [list(rows[5])]))  # an exact repeat is harmless
+    assert len(files_day(tmp_path, "BTCUSDT", MS_DAY)) == BARS_PER_DAY
+
+
+def test_a_vision_file_with_a_conflicting_minute_is_refused(tmp_path):
+    lines = vision_rows(MS_DAY, "ms")
+    changed = lines[100].split(",")
+    changed[4] = "1.0"
+    write_vision(tmp_path, "BTCUSDT", MS_DAY, lines + [",".join(changed)], kind="csv")
+    with pytest.raises(MarketDataError, match="1 minute.s. with conflicting rows, the first 2024-05-01 01:40"):
+        files_day(tmp_path, "BTCUSDT", MS_DAY)

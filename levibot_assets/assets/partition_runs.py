@@ -19,7 +19,8 @@ targets the partition's latest materialization, so evaluations recorded before i
 materializations are already recorded (see `_self_recorded`).
 
 A partition that fails (its source, a missing upstream file, a blocking check, an OS error while
-storing it) leaves its previous files untouched; the others go on. At the end the run fails naming every failed partition and its
+storing it) leaves its previous files untouched; the others go on, except after an exchange ban
+(every request extends it): the run stops there. At the end the run fails naming every failed partition and its
 cause, and the partitions that were written are still recorded as materialized. Dagster then skips
 the downstream steps of the run for every partition (docs/operations.md, a known limitation).
 """
@@ -38,6 +39,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
 
 from levibot_assets.core.redaction import redact_text
+from levibot_assets.core.ohlcv import ExchangeBanned
 from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -163,6 +165,7 @@ def materialize_partitions(
             "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
         )
     failed: dict[str, str] = {}
+    stopped = ""
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
@@ -173,6 +176,9 @@ def materialize_partitions(
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
             failed[key] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            if isinstance(exc, ExchangeBanned) and n < len(partitions):
+                stopped = f"\nThe run stopped at {key}: {len(partitions) - n} later partition(s) were not tried."
+                break
             continue
         if blocked := _blocking_failures(result.checks):
             yield from _evaluations(context, key, result.checks)  # against what stays in service
@@ -203,7 +209,7 @@ def materialize_partitions(
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
         raise dg.Failure(
             description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
-            f"(what was not stored kept its previous files):\n{lines}",
+            f"(what was not stored kept its previous files):\n{lines}{stopped}",
             metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
         )
     yield from _check_outputs(context)

@@ -22,6 +22,10 @@ class MarketDataError(RuntimeError):
     """A source could not deliver a day of candles; the message says which and why."""
 
 
+class ExchangeBanned(MarketDataError):
+    """The exchange has banned this IP: every further request extends the ban, so a run stops at once."""
+
+
 def day_start(date: dt.date) -> pd.Timestamp:
     return pd.Timestamp(date.isoformat(), tz="UTC")
 
@@ -58,6 +62,22 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index(drop=True)
+
+
+def one_bar_per_minute(bars: pd.DataFrame, where: str) -> pd.DataFrame:
+    """`bars` (time ordered) with exact repeats dropped (a dump appended twice); two different rows
+    for one minute are refused with both named, since which one is true cannot be known."""
+    unique = bars.loc[~bars.duplicated()].reset_index(drop=True)
+    clash = unique["timestamp"].duplicated(keep=False)
+    if clash.any():
+        first = unique.loc[clash, "timestamp"].iloc[0]
+        rows = unique.loc[unique["timestamp"] == first, OHLCV_COLUMNS[1:]].itertuples(index=False)
+        raise MarketDataError(
+            f"{where}: {unique.loc[clash, 'timestamp'].nunique()} minute(s) with conflicting rows, the first "
+            f"{first:%Y-%m-%d %H:%M}: " + " and ".join(f"[{', '.join(f'{v:g}' for v in row)}]" for row in rows)
+            + " (open, high, low, close, volume); which one is true cannot be known, the day is not written"
+        )
+    return unique
 
 
 def select_day(df: pd.DataFrame, date: dt.date) -> pd.DataFrame:

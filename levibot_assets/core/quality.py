@@ -32,6 +32,11 @@ from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.release.store import MISMATCH, MISSING, check_files
 
 LABEL_SHARE_BOUNDS = (0.30, 0.70)  # share of "up" labels outside this suggests a broken label
+# A spike: a bar's high or low this many times away from the median close of the bars on both sides.
+# The largest such move of an ordinary bar in the shared real data (BTC, ETH, SOL, 2023-03-16..05-01)
+# is 1.041 (SOL 2023-04-19 08:22; BTC 1.013, ETH 1.015); 1.5 is ten times that in log terms.
+SPIKE_MAX_RATIO = 1.5
+SPIKE_NEIGHBOURS = 5  # bars on each side: their median ignores up to 2 spiked bars among them
 _MAX_LISTED = 20  # examples listed in a description; counts are always complete
 
 
@@ -104,6 +109,44 @@ def raw_completeness(bars: pd.DataFrame, date: dt.date) -> QualityResult:
             "gaps": len(gaps),
             "gap_times": [str(g) for g in gaps],
         },
+    )
+
+
+def spike_ratios(bars: pd.DataFrame, neighbours: int = SPIKE_NEIGHBOURS) -> np.ndarray:
+    """Per bar (time order), how far its high or low is from the median close on BOTH sides, as a ratio >= 1.
+
+    A price that jumps and comes back is far from both sides; a crash that stays down is close to
+    the side it moved to. The first bar's earlier side is its own open; the last bar has one side only.
+    """
+    ordered = bars.sort_values("timestamp", kind="stable")
+    closes = ordered["close"].astype("float64").reset_index(drop=True)
+    before = closes.rolling(neighbours, min_periods=1).median().shift(1).to_numpy(copy=True)
+    after = closes[::-1].rolling(neighbours, min_periods=1).median().shift(1)[::-1].to_numpy()
+    if len(before):
+        before[0] = float(ordered["open"].iloc[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = ordered["high"].to_numpy(dtype="float64") / np.fmax(before, after)
+        down = np.fmin(before, after) / ordered["low"].to_numpy(dtype="float64")
+    return np.nan_to_num(np.fmax(up, down), nan=1.0)
+
+
+def raw_spikes(bars: pd.DataFrame, max_ratio: float = SPIKE_MAX_RATIO) -> QualityResult:
+    """Bars whose price jumps more than `max_ratio` away from its neighbours and back: a bad tick, not a market."""
+    ratios = spike_ratios(bars)
+    ts = pd.to_datetime(bars["timestamp"], utc=True).sort_values(kind="stable")
+    spiked = np.flatnonzero(ratios > max_ratio)
+    largest = float(ratios.max()) if len(ratios) else 1.0
+    description = (
+        f"no bar jumps more than {max_ratio}x from its neighbours and back (largest {largest:.3f}x)"
+        if not spiked.size
+        else f"{spiked.size} bars jump more than {max_ratio}x from their neighbours and back: "
+        + _listed([f"{ts.iloc[i]:%H:%M} ({ratios[i]:.4g}x)" for i in spiked])
+    )
+    return QualityResult(
+        not spiked.size,
+        description,
+        {"spiked_bars": int(spiked.size), "largest_spike_ratio": largest, "spike_bound": max_ratio,
+         "spike_times": [f"{ts.iloc[i]:%H:%M}" for i in spiked[:_MAX_LISTED]]},
     )
 
 

@@ -7,7 +7,11 @@ Two formats, the first one found wins:
 - ccxt/freqtrade JSON dumps `<BASE>_<QUOTE>-1m.json`: one array of `[open_time_ms, o, h, l, c, v]`
   rows covering many days; the parsed file is cached per (path, mtime, size) so that backfilling
   90 partitions parses it once.
-Bars are returned as the file has them: gaps stay gaps, nothing is invented.
+Bars are returned as the file has them: gaps stay gaps, nothing is invented. But a day is
+complete or it fails: a day whose bars start late or end early is refused unless the file holds
+bars before (or after) the day, i.e. the exchange itself had none then (a halt); a Binance Vision
+file holds one day, so its day must run from 00:00 to 23:59. A minute held twice with different
+values is refused with both rows named; an exact repeat is dropped.
 """
 from __future__ import annotations
 
@@ -25,11 +29,14 @@ from typing import Callable
 import pandas as pd
 
 from levibot_assets.core.ohlcv import (
+    BARS_PER_DAY,
+    MINUTE,
     OHLCV_COLUMNS,
     MarketDataError,
     day_start,
     frame_from_rows,
     normalize,
+    one_bar_per_minute,
     select_day,
 )
 from levibot_assets.core.symbols import SymbolError, dump_prefix
@@ -159,7 +166,7 @@ def _check_day(path: Path, numbers: pd.DataFrame, date: dt.date) -> pd.DataFrame
             f"{path} holds a bar at {first} (open time read as {unit}), outside {date}: "
             "wrong file for this date or an unexpected time unit"
         )
-    return select_day(bars.drop_duplicates("timestamp", keep="last"), date)
+    return _whole_day(path, one_bar_per_minute(select_day(bars, date), str(path)), date, before=False, after=False)
 
 
 def _json_day(path: Path, date: dt.date) -> pd.DataFrame:
@@ -169,6 +176,24 @@ def _json_day(path: Path, date: dt.date) -> pd.DataFrame:
     if day.empty:
         covered = f"{bars['timestamp'].iloc[0]} .. {bars['timestamp'].iloc[-1]}" if len(bars) else "nothing"
         raise MarketDataError(f"{path} has no bars on {date}; it covers {covered}")
+    start = day_start(date)
+    before, after = bars["timestamp"].iloc[0] < start, bars["timestamp"].iloc[-1] >= start + pd.Timedelta(days=1)
+    return _whole_day(path, one_bar_per_minute(day, str(path)), date, before, after)
+
+
+def _whole_day(path: Path, day: pd.DataFrame, date: dt.date, before: bool, after: bool) -> pd.DataFrame:
+    """`day`, unless it starts late with nothing `before` it in the file or ends early with nothing `after`."""
+    first_minute = day_start(date)
+    last_minute = first_minute + (BARS_PER_DAY - 1) * MINUTE
+    first, last = day["timestamp"].iloc[0], day["timestamp"].iloc[-1]
+    if first > first_minute and not before:
+        missing = f"00:00..{first - MINUTE:%H:%M} ({int((first - first_minute) / MINUTE)} min)"
+        raise MarketDataError(f"{path} starts late on {date}: its first bar is at {first:%H:%M}, {missing} missing, "
+                              "and it holds nothing before the day; the day is not written")
+    if last < last_minute and not after:
+        missing = f"{last + MINUTE:%H:%M}..23:59 ({int((last_minute - last) / MINUTE)} min)"
+        raise MarketDataError(f"{path} ends early on {date}: its last bar is at {last:%H:%M}, {missing} missing, "
+                              "and it holds nothing after the day; the day is not written")
     return day
 
 
@@ -182,5 +207,4 @@ def _parsed_json(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
         raise MarketDataError(f"{path} is not a readable JSON kline dump: {exc}") from None
     if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < 6 for r in rows):
         raise MarketDataError(f"{path} must be a JSON array of [open_time_ms, open, high, low, close, volume] rows")
-    bars = frame_from_rows(rows, unit="ms")
-    return bars.drop_duplicates("timestamp", keep="last").sort_values("timestamp").reset_index(drop=True)
+    return frame_from_rows(rows, unit="ms").sort_values("timestamp", kind="stable").reset_index(drop=True)
