@@ -22,6 +22,12 @@ class MarketDataError(RuntimeError):
     """A source could not deliver a day of candles; the message says which and why."""
 
 
+def utc_timestamps(values):
+    """pd.to_datetime(values, utc=True) without its cache of repeated values: building that cache scans
+    every element, 12 ms for a 13-day window of UTC timestamps that need no conversion at all."""
+    return pd.to_datetime(values, utc=True, cache=False)
+
+
 def day_start(date: dt.date) -> pd.Timestamp:
     return pd.Timestamp(date.isoformat(), tz="UTC")
 
@@ -53,7 +59,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """Fix column order and dtypes so every source writes identical parquet schemas."""
     out = pd.DataFrame(
         {
-            "timestamp": pd.to_datetime(df["timestamp"], utc=True).astype(TIMESTAMP_DTYPE),
+            "timestamp": utc_timestamps(df["timestamp"]).astype(TIMESTAMP_DTYPE),
             **{c: df[c].astype("float64") for c in OHLCV_COLUMNS[1:]},
         }
     )
