@@ -11,7 +11,7 @@ go into TrainedModel.metrics (stored as JSON beside the model) and into Dagster 
 
 A range run reads each feature day once (core.dataset.DayCache). Presentation stays out of a long
 range's inner loop: a run of more than PRESENT_ALL_UP_TO partitions renders the evaluation plot
-and logs the per-partition details (training rows, Optuna trials, the score table) only for the
+and logs the per-partition details (training rows, training progress, the score table) only for the
 newest date of each symbol; every partition still gets its scores, table and checks, and
 materializing a partition alone (or in a short range) renders its plot.
 
@@ -109,7 +109,7 @@ def train_and_evaluate(
     partitions = [parse_partition_key(key) for key in context.partition_keys]
     shown = presented(partitions)
     symbols = {symbol for _, symbol in partitions}
-    days = DayCache(max(1, min(MAX_CACHED_DAYS, pipeline.train_days * len(symbols))))
+    days = DayCache(min(MAX_CACHED_DAYS, pipeline.train_days * len(symbols)))
 
     def compute(date, symbol: str) -> PartitionResult:
         present = (date, symbol) in shown
