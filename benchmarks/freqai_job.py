@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,15 +115,21 @@ def plain_models(symbols, test_days, layout) -> None:
                     atomic_write_bytes(layout.model_plot(date, symbol, "lgbm"), png)
 
 
-def cli(env: dict, start: dt.date, end: dt.date, symbols, select: str) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli(env: dict, start: dt.date, end: dt.date, symbols, select: str) -> tuple[float, float]:
+    """Wall and CPU seconds of one `levibot materialize` process."""
     command = [str(Path(sys.executable).parent / "levibot"), "materialize", "--start", start.isoformat(),
                "--end", end.isoformat(), "--symbols", ",".join(symbols), "--select", select]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), children_cpu()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if done.returncode != 0:
         raise SystemExit(f"levibot materialize --select {select} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    return wall
+    return wall, cpu
 
 
 def comparable(path: Path) -> bytes:
@@ -157,19 +164,20 @@ def main() -> None:
     data_days = [data_start + dt.timedelta(days=i) for i in range((args.end - data_start).days + 1)]
     try:
         layout = DataLayout(tmp / "plain")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         plain_data(args.files_dir, symbols, data_days, layout)
         plain_data_s = time.perf_counter() - t0
         plain_models(symbols, test_days, layout)
         plain_models_s = time.perf_counter() - t0 - plain_data_s
+        plain_cpu = time.process_time() - cpu0
 
         home = tmp / "home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         env = {**os.environ, "DAGSTER_HOME": str(home), "LEVIBOT_DATA_DIR": str(tmp / "cli"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        cli_data_s = cli(env, data_start, args.end, symbols, "raw_ohlcv,features")
-        cli_models_s = cli(env, args.start, args.end, symbols, "lgbm_model")
+        (cli_data_s, cli_data_cpu), (cli_models_s, cli_models_cpu) = (
+            cli(env, data_start, args.end, symbols, "raw_ohlcv,features"), cli(env, args.start, args.end, symbols, "lgbm_model"))
 
         files = sorted(p.relative_to(tmp / "plain") for p in (tmp / "plain").rglob("*") if p.is_file())
         cli_files = sorted(p.relative_to(tmp / "cli") for p in (tmp / "cli").rglob("*") if p.is_file())
@@ -184,14 +192,16 @@ def main() -> None:
         f"(1 Optuna trial, {settings.train_days}-day window), data for {len(data_days)} days; files source, threads "
         f"{settings.threads} ({os.cpu_count()} cores, Python {platform.python_version()})",
         "",
-        "| run | data s | models s | total s | ms / model | vs plain loop | vs FreqAI 18.6 s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | data s | models s | total s | ms / model | vs plain loop | vs FreqAI 18.6 s | CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         f"| plain Python loop (same core functions, checks and files) | {plain_data_s:.1f} | {plain_models_s:.1f} | {plain:.1f} "
-        f"| {1000 * plain_models_s / n_models:.0f} | 1.00 | {plain / FREQAI_SECONDS:.2f} |",
+        f"| {1000 * plain_models_s / n_models:.0f} | 1.00 | {plain / FREQAI_SECONDS:.2f} | {plain_cpu:.1f} |",
         f"| `levibot materialize` (data, then lgbm_model; SQLite, process starts included) | {cli_data_s:.1f} | {cli_models_s:.1f} "
-        f"| {through_cli:.1f} | {1000 * cli_models_s / n_models:.0f} | {through_cli / plain:.2f} | {through_cli / FREQAI_SECONDS:.2f} |",
+        f"| {through_cli:.1f} | {1000 * cli_models_s / n_models:.0f} | {through_cli / plain:.2f} | {through_cli / FREQAI_SECONDS:.2f} "
+        f"| {cli_data_cpu + cli_models_cpu:.1f} |",
         "",
-        f"All {len(files)} files identical between the two runs (metrics JSON without train_seconds).",
+        f"All {len(files)} files identical between the two runs (metrics JSON without train_seconds). "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} (wall times stretch on a shared machine; CPU s less so).",
     ])
     print(table)
     if args.out:
