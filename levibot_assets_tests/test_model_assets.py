@@ -64,3 +64,12 @@ def test_lgbm_model_without_training_days_fails_clearly(levibot_env):
         result = _materialize(settings, instance, TEST_DAY, [lgbm_model])
     assert not result.success
     assert "no training days before 2023-04-04" in _failure_text(result)
+
+
+def test_a_long_range_plots_only_the_newest_date_of_each_symbol():
+    from levibot_assets.assets.models import PRESENT_ALL_UP_TO, presented
+
+    short = [(TEST_DAY - dt.timedelta(days=k), "BTCUSDT") for k in range(PRESENT_ALL_UP_TO)]
+    assert presented(short) == set(short)
+    long = [(TEST_DAY - dt.timedelta(days=k), symbol) for k in range(PRESENT_ALL_UP_TO) for symbol in ("BTCUSDT", "ETHUSDT")]
+    assert presented(long) == {(TEST_DAY, "BTCUSDT"), (TEST_DAY, "ETHUSDT")}

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from levibot_assets.core.dataset import DatasetError, split_window
-from levibot_assets.core.features import FEATURE_COLUMNS, FEATURE_FRAME_COLUMNS, MAX_LOOKBACK
+from levibot_assets.core.dataset import DatasetError, DayCache, load_feature_window, split_window
+from levibot_assets.core.features import CONTRACT_ATTR, FEATURE_COLUMNS, FEATURE_FRAME_COLUMNS, MAX_LOOKBACK, feature_contract
+from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.tables import write_table
 from levibot_assets.core.ohlcv import MINUTE, day_start
 from levibot_assets.core.splits import SplitError, purge_gap, walk_forward_splits
 
@@ -101,3 +103,35 @@ def test_unsorted_or_too_short_rows_are_refused():
         walk_forward_splits(ts, 15, n_folds=3, min_train_rows=200)
     with pytest.raises(SplitError, match="no rows"):
         walk_forward_splits(ts.iloc[:0], 15)
+
+
+def _stored_day(layout: DataLayout, date: dt.date, seed: int) -> pd.DataFrame:
+    frame = _frame(pd.date_range(day_start(date), periods=1440, freq="min"), np.random.default_rng(seed))
+    frame.attrs[CONTRACT_ATTR] = feature_contract(15)
+    write_table(layout, "features", date, "BTCUSDT", frame)
+    return frame
+
+
+def test_windows_read_through_a_day_cache_share_days_and_see_rewrites(tmp_path):
+    """Consecutive windows share their common days; a rewritten day is read again; the cache is bounded."""
+    layout = DataLayout(tmp_path)
+    first = dt.date(2023, 4, 1)
+    for k in range(5):
+        _stored_day(layout, first + dt.timedelta(days=k), seed=k)
+    cache = DayCache(capacity=4)
+    windows = [load_feature_window(layout, "BTCUSDT", first + dt.timedelta(days=k), 3, 15, cache) for k in (2, 3)]
+    plain = [load_feature_window(layout, "BTCUSDT", first + dt.timedelta(days=k), 3, 15) for k in (2, 3)]
+    for window, plain in zip(windows, plain):
+        assert list(window) == list(plain)
+        for day in window:
+            pd.testing.assert_frame_equal(window[day], plain[day])
+    assert windows[0]["2023-04-02"] is windows[1]["2023-04-02"] and windows[0]["2023-04-03"] is windows[1]["2023-04-03"]
+
+    rewritten = _stored_day(layout, dt.date(2023, 4, 4), seed=99)
+    again = load_feature_window(layout, "BTCUSDT", dt.date(2023, 4, 4), 3, 15, cache)
+    pd.testing.assert_frame_equal(again["2023-04-04"], rewritten)
+    assert again["2023-04-03"] is windows[1]["2023-04-03"]
+
+    load_feature_window(layout, "BTCUSDT", dt.date(2023, 4, 5), 1, 15, cache)  # a fifth day: the least recently used goes
+    assert load_feature_window(layout, "BTCUSDT", first, 1, 15, cache)["2023-04-01"] is not windows[0]["2023-04-01"]
+    assert load_feature_window(layout, "BTCUSDT", dt.date(2023, 4, 3), 1, 15, cache)["2023-04-03"] is windows[1]["2023-04-03"]

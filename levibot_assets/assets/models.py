@@ -9,6 +9,12 @@ purged training rows and test-day rows (core.dataset), the model is fitted on th
 only, then it and the baselines are scored on the same test rows (core.evaluation). The scores
 go into TrainedModel.metrics (stored as JSON beside the model) and into Dagster metadata.
 
+A range run reads each feature day once (core.dataset.DayCache). Presentation stays out of a long
+range's inner loop: a run of more than PRESENT_ALL_UP_TO partitions renders the evaluation plot
+and logs the per-partition details (training rows, training progress, the score table) only for the
+newest date of each symbol; every partition still gets its scores, table and checks, and
+materializing a partition alone (or in a short range) renders its plot.
+
 No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
 """
 
@@ -21,14 +27,15 @@ import dagster as dg
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import drift_check_result, model_check_results, model_checks
 from levibot_assets.core.atomic import atomic_write_bytes
-from levibot_assets.core.dataset import TrainTest, align_to_rows, load_feature_window, split_window
+from levibot_assets.core.dataset import DayCache, TrainTest, align_to_rows, load_feature_window, split_window
 from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.features import contract_version
 from levibot_assets.core.metrics import METRICS
-from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel
+from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel, thread_limits
 from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
+from levibot_assets.partitions import parse_partition_key
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.settings import get_settings
@@ -36,6 +43,8 @@ from levibot_assets.settings import get_settings
 HEADLINE_SCORES = tuple(METRICS)
 HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials", "epochs")
 LGBM, TFT = MODEL_FAMILIES["lgbm"], MODEL_FAMILIES["tft"]
+PRESENT_ALL_UP_TO = 7  # partitions of a run that all get a plot and detailed logs (a week of one symbol)
+MAX_CACHED_DAYS = 256  # feature days a run keeps parsed (about 0.25 MB each)
 
 
 @dataclass
@@ -50,7 +59,22 @@ class Fitted:
 FitFunction = Callable[[TrainTest, PipelineConfig, Callable[[str], None], str], Fitted]
 
 
-def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes) -> dict:
+def presented(partitions: list[tuple[Any, str]]) -> set[tuple[Any, str]]:
+    """The (date, symbol) partitions of a run that get a plot and detailed logs: all of a short run,
+    the newest date of each symbol in a longer one."""
+    if len(partitions) <= PRESENT_ALL_UP_TO:
+        return set(partitions)
+    newest: dict[str, Any] = {}
+    for date, symbol in partitions:
+        newest[symbol] = max(date, newest.get(symbol, date))
+    return {(date, symbol) for symbol, date in newest.items()}
+
+
+def _quiet(message: str) -> None:
+    """Progress of a partition whose details are not logged (see `presented`)."""
+
+
+def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], png: bytes | None, run_size: int) -> dict:
     scores = evaluation.scores[model_type]
     best_name, best_auc = evaluation.best_baseline("auc")
     meta: dict[str, Any] = {name: dg.MetadataValue.float(float(scores[name])) for name in HEADLINE_SCORES}
@@ -64,7 +88,11 @@ def _metadata(evaluation: Evaluation, model_type: str, facts: dict[str, Any], pn
     meta["test_rows"] = dg.MetadataValue.int(evaluation.facts["n_test_rows"])
     meta["train_rows"] = dg.MetadataValue.int(evaluation.facts["n_train_rows"])
     meta["comparison"] = dg.MetadataValue.md(evaluation.markdown_table())
-    meta["plot"] = dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(png).decode()})")
+    meta["plot"] = dg.MetadataValue.md(
+        f"![evaluation](data:image/png;base64,{base64.b64encode(png).decode()})" if png is not None else
+        f"not rendered: a run of {run_size} partitions plots only the newest date of each symbol; "
+        "materialize this partition alone to get its plot"
+    )
     return meta
 
 
@@ -78,18 +106,25 @@ def train_and_evaluate(
 ):
     """For each partition: split its window, fit on the training rows, score the test day, check, store."""
     layout = storage.layout
+    partitions = [parse_partition_key(key) for key in context.partition_keys]
+    shown = presented(partitions)
+    symbols = {symbol for _, symbol in partitions}
+    days = DayCache(min(MAX_CACHED_DAYS, pipeline.train_days * len(symbols)))
 
     def compute(date, symbol: str) -> PartitionResult:
-        features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
+        present = (date, symbol) in shown
+        log = context.log.info if present else _quiet
+        features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon, days)
         data = split_window(features, date, pipeline.label_horizon)
-        context.log.info(
+        log(
             f"{model_type} {symbol} {date}: {len(data.train)} training rows from {len(features) - 1} day(s), "
             f"{len(data.test)} test rows"
         )
-        fitted = fit(data, pipeline, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
+        fitted = fit(data, pipeline, log, f"{model_type}-{date.isoformat()}-{symbol}")
         proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
-        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring)
-        png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
+        with thread_limits(pipeline.threads):  # the logistic baseline's BLAS too: unbounded, it spun on busy cores
+            evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring)
+        png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance) if present else None
         metrics = {
             "model_type": model_type,
             "symbol": symbol,
@@ -98,7 +133,7 @@ def train_and_evaluate(
             **fitted.facts,
             "evaluation": evaluation.as_dict(),
         }
-        context.log.info(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
+        log(f"{model_type} {symbol} {date}: out-of-sample\n{evaluation.markdown_table()}")
         metric = pipeline.select_metric
         checks = model_check_results(
             metric,
@@ -113,14 +148,17 @@ def train_and_evaluate(
 
         def store() -> dict:
             files = save_trained_model(layout, date, symbol, TrainedModel(model=fitted.model, metrics=metrics))
-            plot_path = atomic_write_bytes(layout.model_plot(date, symbol, model_type), png)
-            return {
+            stored = {
                 "path": dg.MetadataValue.path(str(layout.model_dir(date, symbol))),
                 "files": dg.MetadataValue.json([f.name for f in files]),
-                "plot_path": dg.MetadataValue.path(str(plot_path)),
             }
+            plot_path = layout.model_plot(date, symbol, model_type)
+            if png is None:
+                plot_path.unlink(missing_ok=True)  # an older model's plot must not pass for this one's
+                return stored
+            return {**stored, "plot_path": dg.MetadataValue.path(str(atomic_write_bytes(plot_path, png)))}
 
-        return PartitionResult(checks, store, _metadata(evaluation, model_type, fitted.facts, png))
+        return PartitionResult(checks, store, _metadata(evaluation, model_type, fitted.facts, png, len(partitions)))
 
     yield from materialize_partitions(context, compute)
 

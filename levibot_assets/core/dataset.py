@@ -7,7 +7,10 @@ test date's rows are scored; every earlier day trains, minus the rows purged bef
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -15,7 +18,8 @@ import pandas as pd
 
 from levibot_assets.core.features import LABEL_AVAILABLE_COLUMN, LABEL_COLUMN, check_contract, training_rows
 from levibot_assets.core.layout import DataLayout
-from levibot_assets.core.tables import read_window, trailing_dates
+from levibot_assets.core import object_store
+from levibot_assets.core.tables import read_parquet_file, read_window, trailing_dates
 from levibot_assets.core.ohlcv import day_start
 from levibot_assets.core.splits import purged_before
 
@@ -57,10 +61,46 @@ def _classes(rows: pd.DataFrame, what: str) -> None:
         raise DatasetError(f"{what} rows hold a single class ({sorted(present)}): a classifier cannot be trained or scored")
 
 
-def load_feature_window(layout: DataLayout, symbol: str, test_date: dt.date, days: int, horizon: int) -> dict[str, pd.DataFrame]:
+class DayCache:
+    """Parsed feature days shared by the windows of one run: the windows of consecutive test days
+    share all days but one, so a range reads each file once instead of once per window.
+
+    Holds at most `capacity` frames, the least recently used dropped first. A local file is re-read
+    when its size, mtime or inode changed (rewritten meanwhile); object-store files are read every
+    time. The frames are shared between windows: callers must not modify them.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"a day cache needs a capacity of at least 1 frame, got {capacity}")
+        self.capacity = capacity
+        self._frames: OrderedDict[str, tuple[tuple[int, int, int], pd.DataFrame]] = OrderedDict()
+
+    def read(self, path: Path) -> pd.DataFrame:
+        if object_store.is_remote(path):
+            return read_parquet_file(path)
+        stat = os.stat(path)  # before the read: a file replaced in between is read again next time
+        identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        key = str(path)
+        cached = self._frames.get(key)
+        if cached is not None and cached[0] == identity:
+            self._frames.move_to_end(key)
+            return cached[1]
+        frame = read_parquet_file(path)
+        self._frames[key] = (identity, frame)
+        self._frames.move_to_end(key)
+        while len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+        return frame
+
+
+def load_feature_window(
+    layout: DataLayout, symbol: str, test_date: dt.date, days: int, horizon: int, cache: DayCache | None = None
+) -> dict[str, pd.DataFrame]:
     """The stored features of `test_date` and the `days - 1` days before it, each checked to be made
-    under the contract the reader expects (feature set and label horizon)."""
-    window = read_window(layout, "features", symbol, trailing_dates(test_date, days))
+    under the contract the reader expects (feature set and label horizon); read through `cache` when given."""
+    read = cache.read if cache is not None else read_parquet_file
+    window = read_window(layout, "features", symbol, trailing_dates(test_date, days), read)
     for day, frame in window.items():
         check_contract(frame, horizon, f"features {day}|{symbol} ({layout.table('features', day, symbol)})")
     return window

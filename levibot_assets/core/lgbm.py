@@ -30,8 +30,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -70,7 +69,7 @@ if TYPE_CHECKING:  # optuna is imported where a model is tuned: loading one to s
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import log_loss
-from levibot_assets.core.model_api import MODEL_FAMILIES, FeatureInputError
+from levibot_assets.core.model_api import MODEL_FAMILIES, FeatureInputError, thread_limits
 from levibot_assets.core.splits import walk_forward_splits
 
 MODEL_FILE = MODEL_FAMILIES["lgbm"].main_file
@@ -255,19 +254,6 @@ class LgbmClassifier:
         """Total split gain per feature."""
         gains = self.booster.feature_importance(importance_type="gain")
         return dict(zip(self.booster.feature_name(), (float(g) for g in gains)))
-
-
-@contextmanager
-def thread_limits(threads: int) -> Iterator[None]:
-    """Cap the BLAS and OpenMP thread pools loaded in this process (numpy's OpenBLAS, libgomp) to
-    `threads` for the duration (threadpoolctl; LightGBM itself gets num_threads explicitly)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it only the explicit num_threads apply
-        yield
-        return
-    with threadpool_limits(limits=threads):
-        yield
 
 
 def fixed_params(threads: int) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,20 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
         release_fit="levibot_assets.core.ensemble:fit_ensemble",
     ),
 }
+
+
+@contextmanager
+def thread_limits(threads: int) -> Iterator[None]:
+    """Cap the BLAS and OpenMP thread pools loaded in this process (numpy's OpenBLAS, libgomp) to
+    `threads` for the duration (threadpoolctl), for training and for the evaluation's logistic fits
+    alike; LightGBM also gets num_threads explicitly."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it only the explicit num_threads apply
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        yield
 
 
 def asset_trained_types() -> list[str]:

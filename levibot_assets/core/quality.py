@@ -26,6 +26,7 @@ from levibot_assets.core.ohlcv import (
     OHLCV_COLUMNS,
     PRICE_COLUMNS,
     find_gaps,
+    utc_timestamps,
     zero_volume_streaks,
 )
 from levibot_assets.core.metrics import higher_is_better
@@ -63,7 +64,7 @@ def raw_consistency(bars: pd.DataFrame) -> QualityResult:
     missing_cols = [c for c in OHLCV_COLUMNS if c not in bars.columns]
     if missing_cols:
         return QualityResult(False, f"missing columns: {', '.join(missing_cols)}", {"rows": len(bars)})
-    ts = pd.to_datetime(bars["timestamp"], utc=True)
+    ts = utc_timestamps(bars["timestamp"])
     prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64")
     volume = bars["volume"].to_numpy(dtype="float64")
     o, h, l, c = (bars[col].to_numpy(dtype="float64") for col in PRICE_COLUMNS)
@@ -199,7 +200,7 @@ def features_complete_after_warmup(frame: pd.DataFrame) -> QualityResult:
     The first MAX_LOOKBACK rows of the day and rows right after a gap are warm-up: NaN is expected
     there. A NaN elsewhere means a zero-volume stretch (volume_rel_30 is undefined) or a bug.
     """
-    ts = pd.to_datetime(frame["timestamp"], utc=True).reset_index(drop=True)
+    ts = utc_timestamps(frame["timestamp"]).reset_index(drop=True)
     warmed = np.zeros(len(frame), dtype=bool)
     if len(frame) > MAX_LOOKBACK:
         warmed[MAX_LOOKBACK:] = (ts.iloc[MAX_LOOKBACK:].to_numpy() - ts.iloc[:-MAX_LOOKBACK].to_numpy()) == np.timedelta64(

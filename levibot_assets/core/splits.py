@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from levibot_assets.core.features import MAX_LOOKBACK
-from levibot_assets.core.ohlcv import MINUTE
+from levibot_assets.core.ohlcv import MINUTE, utc_timestamps
 
 
 class SplitError(ValueError):
@@ -37,7 +37,7 @@ def purge_gap(horizon: int) -> pd.Timedelta:
 
 def purged_before(timestamps: pd.Series, block_start: pd.Timestamp, horizon: int) -> np.ndarray:
     """Boolean mask of rows far enough before `block_start` to train a model scored on the block."""
-    return (pd.to_datetime(timestamps, utc=True) < block_start - purge_gap(horizon)).to_numpy()
+    return (utc_timestamps(timestamps) < block_start - purge_gap(horizon)).to_numpy()
 
 
 def walk_forward_splits(timestamps: pd.Series, horizon: int, n_folds: int = 3, min_train_rows: int = 200) -> list[Fold]:
@@ -48,7 +48,7 @@ def walk_forward_splits(timestamps: pd.Series, horizon: int, n_folds: int = 3, m
     """
     if n_folds < 1:
         raise SplitError(f"n_folds must be >= 1, got {n_folds}")
-    ts = pd.Series(pd.to_datetime(timestamps, utc=True)).reset_index(drop=True)
+    ts = pd.Series(utc_timestamps(timestamps)).reset_index(drop=True)
     if ts.empty:
         raise SplitError("no rows to split")
     if not ts.is_monotonic_increasing or ts.duplicated().any():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 import pyarrow
@@ -60,10 +60,14 @@ def read_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str)
     return read_parquet_file(path)
 
 
-def read_window(layout: DataLayout, asset: str, symbol: str, dates: Iterable[dt.date]) -> dict[str, pd.DataFrame]:
-    """{"YYYY-MM-DD": frame} for the dates that have a file, oldest first; absent days are left out."""
+def read_window(
+    layout: DataLayout, asset: str, symbol: str, dates: Iterable[dt.date],
+    read: Callable[[Path], pd.DataFrame] = read_parquet_file,
+) -> dict[str, pd.DataFrame]:
+    """{"YYYY-MM-DD": frame} for the dates that have a file, oldest first; absent days are left out.
+    `read` reads one file (a cache of the run's days may stand in for read_parquet_file)."""
     return {
-        day.isoformat(): read_parquet_file(layout.table(asset, day, symbol))
+        day.isoformat(): read(layout.table(asset, day, symbol))
         for day in sorted(dates)
         if layout.table(asset, day, symbol).exists()
     }

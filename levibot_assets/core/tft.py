@@ -43,7 +43,7 @@ import pandas as pd
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_AVAILABLE_COLUMN, LABEL_COLUMN
 from levibot_assets.core.model_api import MODEL_FAMILIES
-from levibot_assets.core.ohlcv import MINUTE
+from levibot_assets.core.ohlcv import MINUTE, utc_timestamps
 from levibot_assets.core.splits import purge_gap
 
 CHECKPOINT_FILE = MODEL_FAMILIES["tft"].main_file
@@ -127,7 +127,7 @@ def _series_frame(frame: pd.DataFrame, labelled: bool) -> pd.DataFrame:
     a placeholder (it is not a model input, only required by the dataset class).
     """
     _check_frame(frame)
-    minute = ((pd.to_datetime(frame["timestamp"], utc=True) - _UNIX_EPOCH) // MINUTE).to_numpy(dtype="int64")
+    minute = ((utc_timestamps(frame["timestamp"]) - _UNIX_EPOCH) // MINUTE).to_numpy(dtype="int64")
     order = np.argsort(minute, kind="stable")
     features = frame[FEATURE_COLUMNS].to_numpy(dtype="float32")[order]
     usable = np.isfinite(features).all(axis=1)
