@@ -87,8 +87,10 @@ def train_and_evaluate(
             f"{len(data.test)} test rows"
         )
         fitted = fit(data, pipeline, context.log.info, f"{model_type}-{date.isoformat()}-{symbol}")
-        proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
-        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring)
+        on_context = fitted.model.predict_proba(data.context)
+        proba, calibration = (align_to_rows(data.context, on_context, rows) for rows in (data.test, data.train))
+        evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring,
+                                     calibration={model_type: calibration})
         png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance)
         metrics = {
             "model_type": model_type,

@@ -28,6 +28,7 @@ class PipelineConfig(dg.ConfigurableResource):
     optuna_storage: Optional[str]
     tft_max_minutes: float
     fee_bps: float
+    trade_share: float
     select_metric: str
     promote_margin: float
     psi_warn: float
@@ -36,7 +37,7 @@ class PipelineConfig(dg.ConfigurableResource):
     @property
     def scoring(self) -> Scoring:
         """What evaluation needs of these knobs."""
-        return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps)
+        return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps, trade_share=self.trade_share)
 
     @classmethod
     def from_settings(cls, settings) -> "PipelineConfig":
@@ -49,6 +50,7 @@ class PipelineConfig(dg.ConfigurableResource):
             optuna_storage=dg.EnvVar(OPTUNA_STORAGE_ENV) if settings.optuna_storage else None,
             tft_max_minutes=settings.tft_max_minutes,
             fee_bps=settings.fee_bps,
+            trade_share=settings.trade_share,
             select_metric=settings.select_metric,
             promote_margin=settings.promote_margin,
             psi_warn=settings.psi_warn,

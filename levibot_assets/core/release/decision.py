@@ -191,20 +191,30 @@ def evaluate_with_champion(
 ) -> tuple[Evaluation, str | None]:
     """Score candidates, champion and baselines together on the test rows (core.evaluation).
 
-    Each model predicts on `split.context` (previous day + test day) so models needing history get
-    it; probabilities are picked out for the test rows by timestamp. A champion that fails to
-    predict is left out (the error is returned) rather than blocking the release. Baselines that
-    are also candidates are left out of the baselines (rule_baselines).
+    Each model predicts on `split.context` (last training day + test day) so models needing history
+    get it; probabilities are picked out for the test rows by timestamp, and for the training rows
+    (the calibration rows of the trading rule's thresholds). A champion that fails to predict is
+    left out (the error is returned) rather than blocking the release. Baselines that are also
+    candidates are left out of the baselines (rule_baselines).
     """
     baselines = rule_baselines(candidates)
-    probas = {name: align_to_rows(split.context, model.predict_proba(split.context), split.test) for name, model in candidates.items()}
+
+    def on_test_and_train(model: Classifier) -> tuple[np.ndarray, np.ndarray]:
+        p = model.predict_proba(split.context)
+        return align_to_rows(split.context, p, split.test), align_to_rows(split.context, p, split.train)
+
+    probas, calibration = {}, {}
+    for name, model in candidates.items():
+        probas[name], calibration[name] = on_test_and_train(model)
     champion_error = None
     if champion is not None:
         try:
-            p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
+            p, c = on_test_and_train(champion)
             if not np.isfinite(p).any():
                 raise ReleaseError("no finite probability for any test row")
-            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, scoring, baselines), None
+            evaluation = evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, scoring, baselines,
+                                         calibration={**calibration, CHAMPION: c})
+            return evaluation, None
         except Exception as exc:  # a broken champion must not block a good challenger
             champion_error = f"{type(exc).__name__}: {exc}"
-    return evaluate_models(split.test, probas, split.train, scoring, baselines), champion_error
+    return evaluate_models(split.test, probas, split.train, scoring, baselines, calibration=calibration), champion_error
