@@ -100,8 +100,8 @@ class Evaluation:
         lines.append(
             f"{f['n_test_rows']} test rows ({f['test_start']} .. {f['test_end']}), {f['n_train_rows']} training rows; "
             f"rule trades every {f['horizon']} bars when |P(up) - 0.5| > θ, each model's θ the "
-            f"{1 - f['trade_share']:.0%} quantile of its |P(up) - 0.5| on {f['n_calibration_rows']} training rows "
-            f"({f['calibration_start']} .. {f['calibration_end']}), to trade about {f['trade_share']:.0%} of slots "
+            f"{100 * (1 - f['trade_share']):.3g}% quantile of its |P(up) - 0.5| on {f['n_calibration_rows']} training rows "
+            f"({f['calibration_start']} .. {f['calibration_end']}), to trade about {100 * f['trade_share']:.3g}% of slots "
             f"(fees {f['fee_bps']:g} bps per side)."
         )
         for name, sentence in f["loses_after_fees"].items():
