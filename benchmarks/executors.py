@@ -95,8 +95,9 @@ def plain_lgbm(settings, date: dt.date, symbol: str) -> None:
                           threads=pipeline.threads, storage=None, study_name=f"lgbm-{date.isoformat()}-{symbol}",
                           progress=lambda message: None)
     model = training.model
-    proba = align_to_rows(data.context, model.predict_proba(data.context), data.test)
-    evaluation = evaluate_models(data.test, {"lgbm": proba}, data.train, pipeline.scoring)
+    on_context = model.predict_proba(data.context)
+    proba, calibration = (align_to_rows(data.context, on_context, rows) for rows in (data.test, data.train))
+    evaluation = evaluate_models(data.test, {"lgbm": proba}, data.train, pipeline.scoring, calibration={"lgbm": calibration})
     png = evaluation_png(evaluation, f"{symbol} {date} lgbm", model.feature_importance())
     metrics = {"model_type": "lgbm", "symbol": symbol, "test_date": date.isoformat(),
                "train_days": sorted(d for d in window if d < date.isoformat()), **training.facts(),

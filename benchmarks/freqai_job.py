@@ -96,8 +96,10 @@ def plain_models(symbols, test_days, layout) -> None:
                 data = split_window(window, date, pipeline.label_horizon)
                 training = train_lgbm(data.train, horizon=pipeline.label_horizon, n_trials=pipeline.optuna_trials,
                                       threads=pipeline.threads, study_name=f"lgbm-{date}-{symbol}")
-                proba = align_to_rows(data.context, training.model.predict_proba(data.context), data.test)
-                evaluation = evaluate_models(data.test, {"lgbm": proba}, data.train, pipeline.scoring)
+                on_context = training.model.predict_proba(data.context)
+                proba, calibration = (align_to_rows(data.context, on_context, rows) for rows in (data.test, data.train))
+                evaluation = evaluate_models(data.test, {"lgbm": proba}, data.train, pipeline.scoring,
+                                             calibration={"lgbm": calibration})
                 metric = pipeline.select_metric
                 quality.train_test_disjoint(data.train["timestamp"].max(), data.test["timestamp"].min(),
                                             purge_gap(pipeline.label_horizon))

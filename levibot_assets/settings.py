@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     optuna_storage: Optional[str] = _secret("LEVIBOT_OPTUNA_STORAGE")
     tft_max_minutes: float = _var("LEVIBOT_TFT_MAX_MINUTES", 5.0, ge=0.05, le=24 * 60)
     fee_bps: float = _var("LEVIBOT_FEE_BPS", 10.0, ge=0.0, le=1000.0)
+    # share of H-bar slots the trading rule aims to trade: sets each model's entry threshold (core.metrics);
+    # the default was chosen on real data, 2023-03-31 .. 04-15 (benchmarks/trading_rule.py, docs/models.md)
+    trade_share: float = _var("LEVIBOT_TRADE_SHARE", 0.02, ge=0.001, le=1.0)
     select_metric: Literal[tuple(METRICS)] = _var("LEVIBOT_SELECT_METRIC", "auc")
     promote_margin: float = _var("LEVIBOT_PROMOTE_MARGIN", 0.0, ge=-1.0, le=1.0)
     record_days: int = _var("LEVIBOT_RECORD_DAYS", 10, ge=1, le=365)

@@ -20,7 +20,7 @@ from levibot_assets.core.release.evidence import (
 from levibot_assets.core.evaluation import Scoring
 from levibot_assets_tests import release_fixtures as rf
 
-SCORING = Scoring(horizon=15, fee_bps=10.0)
+SCORING = Scoring(horizon=15, fee_bps=10.0, trade_share=0.02)
 
 
 @pytest.mark.parametrize("metric", ["auc", "accuracy", "brier", "log_loss"])

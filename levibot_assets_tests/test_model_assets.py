@@ -28,7 +28,7 @@ def _failure_text(result) -> str:
 
 @pytest.mark.slow
 def test_lgbm_model_trains_on_the_window_and_scores_the_test_day(levibot_env):
-    settings = levibot_env(OPTUNA_TRIALS=2, THREADS=1)
+    settings = levibot_env(OPTUNA_TRIALS=2, THREADS=1, TRADE_SHARE=0.2)  # ~19 of 96 slots: sure to trade
     layout = DataLayout(settings.data_dir)
     with dg.instance_for_test() as instance:
         assert _materialize(settings, instance, TEST_DAY - dt.timedelta(days=4), [raw_ohlcv]).success  # warm-up
@@ -52,6 +52,10 @@ def test_lgbm_model_trains_on_the_window_and_scores_the_test_day(levibot_env):
     assert (model_dir / "lgbm.txt").read_text().startswith("tree")
     stored = json.loads((model_dir / "lgbm_metrics.json").read_text())
     assert stored["evaluation"]["scores"]["lgbm"]["auc"] == pytest.approx(meta["auc"], abs=5e-5)  # metadata: 4 decimals
+    # the entry threshold comes from the day before the test day: the rule trades (about LEVIBOT_TRADE_SHARE of the slots)
+    assert stored["evaluation"]["calibration_start"].startswith("2023-04-03") and meta["n_trades"] > 0
+    assert stored["evaluation"]["trade_share"] == 0.2
+    assert stored["evaluation"]["scores"]["lgbm"]["n_trades"] == meta["n_trades"]
     assert stored["train_days"] == ["2023-04-01", "2023-04-02", "2023-04-03"]
     assert stored["test_date"] == TEST_DAY.isoformat() and stored["trials"] == 2
 

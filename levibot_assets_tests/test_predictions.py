@@ -45,7 +45,7 @@ from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import load_current
 from levibot_assets_tests import release_fixtures as rf
 
-SCORING = Scoring(horizon=15, fee_bps=10.0)  # the default label horizon and fee
+SCORING = Scoring(horizon=15, fee_bps=10.0, trade_share=0.1)  # the default label horizon, fee and share
 D1, D2 = dt.date(2025, 10, 3), rf.TEST_DATE  # 2025-10-03, 2025-10-04
 
 
@@ -108,7 +108,8 @@ def test_a_baseline_that_is_a_candidate_is_not_a_baseline_of_the_rule(data, logi
     assert decision.scores["best_baseline_name"] in ("majority", "last_return_sign")
     assert decision.scores["best_baseline"] == max(evaluation.scores[b]["auc"] for b in ("majority", "last_return_sign"))
     # where logistic is not a candidate (the model assets), it is still shown as a baseline, fitted the same way
-    alone = evaluate_models(data.test, {"lgbm": lgbm.predict_proba(data.test)}, data.train, SCORING)
+    alone = evaluate_models(data.test, {"lgbm": lgbm.predict_proba(data.test)}, data.train, SCORING,
+                            calibration={"lgbm": lgbm.predict_proba(data.train)})
     assert alone.baselines == ["majority", "last_return_sign", "logistic"]
     assert alone.scores["logistic"]["auc"] == evaluation.scores["logistic"]["auc"]
 
@@ -120,7 +121,9 @@ def test_every_score_is_recomputed_from_the_stored_predictions(tmp_path, data):
     informed = rf.SkillClassifier(1.0).predict_proba(data.test)
     partial = rf.SkillClassifier(0.5, seed=3).predict_proba(data.test)
     partial[:40] = np.nan  # a model short of context: those rows are scored by nobody
-    evaluation = evaluate_models(data.test, {"a": informed, "b": partial}, data.train, SCORING)
+    calibration = {"a": rf.SkillClassifier(1.0).predict_proba(data.train),
+                   "b": rf.SkillClassifier(0.5, seed=3).predict_proba(data.train)}
+    evaluation = evaluate_models(data.test, {"a": informed, "b": partial}, data.train, SCORING, calibration=calibration)
     frame = predictions_frame(evaluation)
     layout = DataLayout(tmp_path)
     path = write_predictions(layout, rf.TEST_DATE, rf.SYMBOL, frame)

@@ -54,7 +54,7 @@ from levibot_assets_tests import release_fixtures as rf
 from levibot_assets_tests.conftest import REPO_ROOT
 
 D0, D1, D2 = dt.date(2025, 10, 2), dt.date(2025, 10, 3), dt.date(2025, 10, 4)
-SCORING = Scoring(horizon=15, fee_bps=10.0)  # the default label horizon and fee
+SCORING = Scoring(horizon=15, fee_bps=10.0, trade_share=0.1)  # the default label horizon, fee and share
 
 
 @pytest.fixture

@@ -121,9 +121,11 @@ def train_and_evaluate(
             f"{len(data.test)} test rows"
         )
         fitted = fit(data, pipeline, log, f"{model_type}-{date.isoformat()}-{symbol}")
-        proba = align_to_rows(data.context, fitted.model.predict_proba(data.context), data.test)
+        on_context = fitted.model.predict_proba(data.context)
+        proba, calibration = (align_to_rows(data.context, on_context, rows) for rows in (data.test, data.train))
         with thread_limits(pipeline.threads):  # the logistic baseline's BLAS too: unbounded, it spun on busy cores
-            evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring)
+            evaluation = evaluate_models(data.test, {model_type: proba}, data.train, pipeline.scoring,
+                                         calibration={model_type: calibration})
         png = evaluation_png(evaluation, f"{symbol} {date} {model_type}", fitted.importance) if present else None
         metrics = {
             "model_type": model_type,

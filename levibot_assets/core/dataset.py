@@ -36,8 +36,9 @@ class TrainTest:
     """Rows to train on, rows to score, and the unfiltered frames they come from.
 
     `history` is every row of the training days up to the purge cut (rows without a known label
-    included) and `context` every row of the day before the test day and of the test day, for
-    models that read history (TFT); align predictions on `context` to `test` by timestamp.
+    included) and `context` every row of the last training day (the day before the test day unless
+    it is missing) and of the test day, for models that read history (TFT); align predictions on
+    `context` to `test` by timestamp, and to `train` for the calibration rows of the trading rule.
     """
 
     train: pd.DataFrame
@@ -135,8 +136,8 @@ def split_window(
         raise DatasetError(f"too few test rows on {key}: {len(test)} < {min_test_rows}")
     _classes(train, "training")
     _classes(test, f"test-day ({key})")
-    previous = (test_date - dt.timedelta(days=1)).isoformat()
-    context = pd.concat([window[d] for d in (previous, key) if d in window], ignore_index=True)
+    previous = max(d for d in window if d < key and len(window[d]))  # the day before, unless it is missing
+    context = pd.concat([window[previous], window[key]], ignore_index=True)
     context = context.sort_values("timestamp", ignore_index=True)
     return TrainTest(train=train, test=test, history=history, context=context, test_date=test_date)
 

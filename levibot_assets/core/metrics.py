@@ -1,16 +1,19 @@
 """Classification scores of P(up) and the after-fee trading rule built on it.
 
 Trading rule (one decision per non-overlapping slot of H bars, anchored at the first test bar):
-at the first row of each slot, go long when P(up) - 0.5 is large enough, short when 0.5 - P(up)
-is, otherwise stay flat; a position is held for exactly H bars (its return is the row's
+at the first row of each slot, go long when P(up) - 0.5 > θ, short when 0.5 - P(up) > θ,
+otherwise stay flat; a position is held for exactly H bars (its gross return is the row's
 fwd_return = ln(c[t+H]/c[t])) and pays the round-trip fee 2 * fee_bps. Slots without a scored
 row or with a NaN probability are flat. Slots never overlap, so returns are not double counted.
 
-Abstaining instead of bleeding fees: with A = mean |fwd_return| over the TRAINING rows, a
-probability p implies an expected H-bar return of about (2p - 1) * A for a long position (the
-up/down moves are taken as equally large on average). A trade is taken only when that edge
-|2p - 1| * A exceeds the round-trip cost, i.e. |p - 0.5| > cost / (2 A) = `edge_threshold`.
-Only training data sets the threshold, so it is fixed before the test day is seen.
+The entry threshold θ of each model (`entry_threshold`) is the (1 - s) quantile of |P(up) - 0.5|
+of that model's own probabilities on calibration rows of the training period (strictly before the
+test day), s = the share of slots to trade (LEVIBOT_TRADE_SHARE). So θ is fixed before the test
+day is seen, and it is a value the model's probabilities actually reach: the rule trades about a
+share s of the slots instead of waiting for a conviction the model never has. A model whose
+calibration probabilities are all equal (the majority baseline) has no slots to prefer and never
+trades. Whether the trades pay is reported, not assumed: hit rate, mean gross edge per trade and
+the round-trip fee beside it (`TradingResult.fee_verdict` says so when the edge is below the fee).
 
 Sharpe: mean / std of the per-slot net log returns (flat slots count as 0), annualised by
 sqrt(slots per year) for 24/7 markets: 365 * 1440 / H. A rule that never trades has Sharpe 0.
@@ -107,17 +110,25 @@ def classification_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {m.name: m.score(y, p) for m in METRICS.values() if m.score is not None}
 
 
+def round_trip_bps(fee_bps: float) -> float:
+    """Fee of opening and closing one position, in basis points."""
+    return 2 * fee_bps
+
+
 def round_trip_cost(fee_bps: float) -> float:
-    """Fee of opening and closing one position, as a fraction (log-return units, small fees)."""
-    return 2 * fee_bps / 1e4
+    """The round-trip fee as a fraction (log-return units, small fees)."""
+    return round_trip_bps(fee_bps) / 1e4
 
 
-def edge_threshold(train_fwd_returns: np.ndarray, fee_bps: float) -> float:
-    """Smallest |P(up) - 0.5| worth trading, from the training rows only (see module docstring)."""
-    mean_move = float(np.nanmean(np.abs(np.asarray(train_fwd_returns, dtype="float64"))))
-    if not np.isfinite(mean_move) or mean_move <= 0:
-        raise ValueError("the training rows' forward returns are all zero or missing: no edge can be estimated")
-    return round_trip_cost(fee_bps) / (2 * mean_move)
+def entry_threshold(calibration_proba: np.ndarray, trade_share: float) -> float:
+    """θ: the (1 - trade_share) quantile of |P(up) - 0.5| over the calibration probabilities (NaN ones skipped)."""
+    if not 0 < trade_share <= 1:
+        raise ValueError(f"the share of slots to trade must be in (0, 1], got {trade_share}")
+    p = np.asarray(calibration_proba, dtype="float64")
+    p = p[np.isfinite(p)]
+    if len(p) == 0:
+        raise ValueError("no finite calibration probability: the entry threshold cannot be chosen")
+    return float(np.quantile(np.abs(p - 0.5), 1 - trade_share))
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,17 @@ class TradingResult:
     positions: np.ndarray  # per-slot -1 / 0 / +1
     sharpe: float
     n_trades: int
-    total_return: float  # sum of net log returns over the test period
+    total_return: float  # sum of net log returns over the test period (after fees)
+    hit_rate: float  # share of trades whose direction was right (gross return > 0); NaN without trades
+    gross_edge_bps: float  # mean gross log return per trade before fees, in bps; NaN without trades
+    round_trip_bps: float  # fee paid per trade (both sides), in bps
+
+    def fee_verdict(self) -> str | None:
+        """The plain sentence when the trades do not earn their fees on average; None otherwise."""
+        if self.n_trades == 0 or not self.gross_edge_bps < self.round_trip_bps:
+            return None
+        return (f"gross edge {self.gross_edge_bps:.1f} bps per trade < round-trip cost {self.round_trip_bps:g} bps: "
+                "loses after fees")
 
 
 def trading_rule(
@@ -138,7 +159,7 @@ def trading_rule(
     threshold: float,
     fee_bps: float,
 ) -> TradingResult:
-    """Run the long/short/flat rule of the module docstring over time-sorted scored rows."""
+    """Run the long/short/flat rule of the module docstring over time-sorted scored rows (NaN threshold: flat)."""
     ts = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
     if len(ts) == 0:
         raise ValueError("no rows to trade on")
@@ -156,14 +177,19 @@ def trading_rule(
     edge = np.nan_to_num(slot_p - 0.5, nan=0.0)
     positions = np.where(edge > threshold, 1, np.where(edge < -threshold, -1, 0))
     positions[~np.isfinite(slot_fwd)] = 0
-    net = positions * np.nan_to_num(slot_fwd) - np.abs(positions) * round_trip_cost(fee_bps)
+    gross = positions * np.nan_to_num(slot_fwd)
+    net = gross - np.abs(positions) * round_trip_cost(fee_bps)
+    traded = positions != 0
     return TradingResult(
         slot_start=slot_start,
         net_returns=net,
         positions=positions,
         sharpe=annualised_sharpe(net, horizon),
-        n_trades=int(np.count_nonzero(positions)),
+        n_trades=int(traded.sum()),
         total_return=float(net.sum()),
+        hit_rate=float(np.mean(gross[traded] > 0)) if traded.any() else float("nan"),
+        gross_edge_bps=float(gross[traded].mean() * 1e4) if traded.any() else float("nan"),
+        round_trip_bps=round_trip_bps(fee_bps),
     )
 
 

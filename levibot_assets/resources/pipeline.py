@@ -29,6 +29,7 @@ class PipelineConfig(dg.ConfigurableResource):
     optuna_storage: Optional[str]
     tft_max_minutes: float
     fee_bps: float
+    trade_share: float
     select_metric: str
     promote_margin: float
     record_days: int
@@ -39,7 +40,7 @@ class PipelineConfig(dg.ConfigurableResource):
     @property
     def scoring(self) -> Scoring:
         """What evaluation needs of these knobs."""
-        return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps)
+        return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps, trade_share=self.trade_share)
 
     @property
     def policy(self) -> DecisionPolicy:
@@ -57,6 +58,7 @@ class PipelineConfig(dg.ConfigurableResource):
             optuna_storage=dg.EnvVar(OPTUNA_STORAGE_ENV) if settings.optuna_storage else None,
             tft_max_minutes=settings.tft_max_minutes,
             fee_bps=settings.fee_bps,
+            trade_share=settings.trade_share,
             select_metric=settings.select_metric,
             promote_margin=settings.promote_margin,
             record_days=settings.record_days,

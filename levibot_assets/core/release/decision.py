@@ -216,16 +216,21 @@ def decide(
     return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
 
 
-def candidate_probabilities(split: TrainTest, candidates: dict[str, Classifier]) -> dict[str, np.ndarray]:
-    """Each candidate's P(up) on the test rows; an ensemble combines its members' arrays (computed once)."""
+def candidate_probabilities(split: TrainTest, candidates: dict[str, Classifier]) -> tuple[dict, dict]:
+    """Each candidate's P(up) on the test rows and on the training rows (the trading rule's calibration
+    rows), from one prediction on `split.context`; an ensemble combines its members' arrays."""
     probas: dict[str, np.ndarray] = {}
+    calibration: dict[str, np.ndarray] = {}
     for name, model in candidates.items():
         members = getattr(model, "members", None)
         if members and all(members[m] is candidates.get(m) for m in members):
             probas[name] = model.combine({m: probas[m] for m in members})
+            calibration[name] = model.combine({m: calibration[m] for m in members})
         else:
-            probas[name] = align_to_rows(split.context, model.predict_proba(split.context), split.test)
-    return probas
+            p = model.predict_proba(split.context)
+            probas[name] = align_to_rows(split.context, p, split.test)
+            calibration[name] = align_to_rows(split.context, p, split.train)
+    return probas, calibration
 
 
 def evaluate_with_champion(
@@ -236,20 +241,24 @@ def evaluate_with_champion(
 ) -> tuple[Evaluation, str | None]:
     """Score candidates, champion and baselines together on the test rows (core.evaluation).
 
-    Each model predicts on `split.context` (previous day + test day) so models needing history get
-    it; probabilities are picked out for the test rows by timestamp. A champion that fails to
-    predict is left out (the error is returned) rather than blocking the release. Baselines that
-    are also candidates are left out of the baselines (rule_baselines).
+    Each model predicts on `split.context` (last training day + test day) so models needing history
+    get it; probabilities are picked out for the test rows by timestamp, and for the training rows
+    (the calibration rows of the trading rule's thresholds). A champion that fails to predict is
+    left out (the error is returned) rather than blocking the release. Baselines that are also
+    candidates are left out of the baselines (rule_baselines).
     """
     baselines = rule_baselines(candidates)
-    probas = candidate_probabilities(split, candidates)
+    probas, calibration = candidate_probabilities(split, candidates)
     champion_error = None
     if champion is not None:
         try:
-            p = align_to_rows(split.context, champion.predict_proba(split.context), split.test)
+            on_context = champion.predict_proba(split.context)
+            p, c = (align_to_rows(split.context, on_context, rows) for rows in (split.test, split.train))
             if not np.isfinite(p).any():
                 raise ReleaseError("no finite probability for any test row")
-            return evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, scoring, baselines), None
+            evaluation = evaluate_models(split.test, {**probas, CHAMPION: p}, split.train, scoring, baselines,
+                                         calibration={**calibration, CHAMPION: c})
+            return evaluation, None
         except Exception as exc:  # a broken champion must not block a good challenger
             champion_error = f"{type(exc).__name__}: {exc}"
-    return evaluate_models(split.test, probas, split.train, scoring, baselines), champion_error
+    return evaluate_models(split.test, probas, split.train, scoring, baselines, calibration=calibration), champion_error
