@@ -180,11 +180,12 @@ def main() -> None:
 
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.core.metrics import roc_auc
-    from levibot_assets.definitions import defs
+    from levibot_assets.definitions import build_definitions
     from levibot_assets.materialize import materialize_ranges
     from levibot_assets.settings import get_settings
 
     settings = get_settings()
+    defs = build_definitions(settings)
     layout = DataLayout(settings.data_dir)
     model_assets = ["lgbm_model"] + (["tft_model"] if args.tft else [])
     if args.release and not args.tft:

@@ -24,7 +24,6 @@ from levibot_assets.core import quality
 from levibot_assets.core.drift import feature_drift
 from levibot_assets.core.features import FEATURE_COLUMNS
 from levibot_assets.core.release.store import ReleaseError, load_release, read_manifest
-from levibot_assets.partitions import PARTITIONS
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
@@ -53,26 +52,35 @@ _RELEASE = {
 }
 
 
-def _specs(asset: str, checks: Mapping[str, tuple[dg.AssetCheckSeverity, str]]) -> list[dg.AssetCheckSpec]:
+def _specs(
+    asset: str, checks: Mapping[str, tuple[dg.AssetCheckSeverity, str]], partitions: dg.PartitionsDefinition
+) -> list[dg.AssetCheckSpec]:
     """Partitioned like the asset, so every evaluation records its (date, symbol) partition."""
     with warnings.catch_warnings():  # partitioned check specs are marked preview; we rely on them
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [
             dg.AssetCheckSpec(
-                name, asset=asset, description=description, blocking=severity == ERROR, partitions_def=PARTITIONS
+                name, asset=asset, description=description, blocking=severity == ERROR, partitions_def=partitions
             )
             for name, (severity, description) in checks.items()
         ]
 
 
-RAW_OHLCV_CHECKS = _specs("raw_ohlcv", _RAW)
-FEATURES_CHECKS = _specs("features", _FEATURES)
-RELEASE_CHECKS = _specs("best_release", _RELEASE)
+def raw_ohlcv_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    return _specs("raw_ohlcv", _RAW, partitions)
 
 
-def model_checks(asset: str, drift: bool = False) -> list[dg.AssetCheckSpec]:
+def features_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    return _specs("features", _FEATURES, partitions)
+
+
+def release_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    return _specs("best_release", _RELEASE, partitions)
+
+
+def model_checks(asset: str, partitions: dg.PartitionsDefinition, drift: bool = False) -> list[dg.AssetCheckSpec]:
     """Specs of a model asset; `drift` on one model only, so one shift raises one alert."""
-    return _specs(asset, {**_MODEL, **(_DRIFT if drift else {})})
+    return _specs(asset, {**_MODEL, **(_DRIFT if drift else {})}, partitions)
 
 
 _SEVERITY = {name: severity for table in (_RAW, _FEATURES, _MODEL, _DRIFT, _RELEASE) for name, (severity, _) in table.items()}

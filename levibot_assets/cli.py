@@ -29,7 +29,7 @@ from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.release.deploy import list_releases, rollback
 from levibot_assets.core.release.store import ReleaseError
 from levibot_assets.core.tables import read_parquet_file
-from levibot_assets.settings import SettingsError, get_settings, validate_symbol
+from levibot_assets.settings import Settings, SettingsError, get_settings, validate_symbol
 
 class InstanceError(RuntimeError):
     """The Dagster instance in DAGSTER_HOME cannot be used (its disk is full or read-only, its database down)."""
@@ -168,14 +168,11 @@ def materialize_command(args: argparse.Namespace) -> int:
     import dagster as dg
     import sqlalchemy.exc
 
-    from levibot_assets.definitions import ASSETS, build_resources
+    from levibot_assets.definitions import build_assets, build_resources
     from levibot_assets.materialize import check_range, last_complete_day, materialize_ranges
 
-    if args.data_dir:
-        os.environ["LEVIBOT_DATA_DIR"] = args.data_dir
-        get_settings.cache_clear()
-    settings = get_settings()
-    defs = dg.Definitions(assets=ASSETS, resources=build_resources(settings))  # resources of these settings
+    settings = Settings.from_env({**os.environ, "LEVIBOT_DATA_DIR": args.data_dir}) if args.data_dir else get_settings()
+    defs = dg.Definitions(assets=build_assets(settings), resources=build_resources(settings))
     if args.days is not None and args.start is not None:
         raise SettingsError("give either --days or --start, not both")
     if args.days is not None and args.days < 1:

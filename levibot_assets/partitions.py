@@ -2,6 +2,7 @@
 
 Every asset depends on the same partition of its upstream assets; the trailing windows a model
 reads are looked up on disk (core.tables), so a backfill targets exactly the partitions asked for.
+The partitions themselves are built from the settings by definitions.build_definitions.
 """
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ import datetime as dt
 import dagster as dg
 
 from levibot_assets.core.layout import date_str
-from levibot_assets.settings import get_settings
 
 
 def build_partitions(start_date: dt.date, symbols: tuple[str, ...]) -> dg.MultiPartitionsDefinition:
+    """Daily UTC dates from `start_date` x the symbols (LEVIBOT_START_DATE, LEVIBOT_SYMBOLS)."""
     return dg.MultiPartitionsDefinition(
         {
             "date": dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC"),
             "symbol": dg.StaticPartitionsDefinition(list(symbols)),
         }
     )
-
-
-PARTITIONS = build_partitions(get_settings().start_date, get_settings().symbols)
 
 
 def parse_partition_key(key: str | dg.MultiPartitionKey) -> tuple[dt.date, str]:

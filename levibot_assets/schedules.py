@@ -14,7 +14,7 @@ import datetime as dt
 
 import dagster as dg
 
-from levibot_assets.partitions import PARTITIONS, partition_key, range_tags
+from levibot_assets.partitions import partition_key, range_tags
 from levibot_assets.resources.pipeline import PipelineConfig
 
 SYMBOL_TAG = "levibot/symbol"
@@ -34,15 +34,15 @@ def window_days(date: dt.date, train_days: int, start_date: dt.date) -> list[dt.
 
 
 def nightly_requests(
-    date: dt.date, train_days: int, materialized: dict[dg.AssetKey, set[str]]
+    partitions: dg.MultiPartitionsDefinition, date: dt.date, train_days: int, materialized: dict[dg.AssetKey, set[str]]
 ) -> list[dg.RunRequest]:
     """Per symbol: one range run filling the window days that lack features, then the full-graph run.
 
     `materialized` holds the materialized partition keys of raw_ohlcv and features.
     """
-    start_date = PARTITIONS.get_partitions_def_for_dimension("date").start.date()
+    start_date = partitions.get_partitions_def_for_dimension("date").start.date()
     requests = []
-    for symbol in PARTITIONS.get_partitions_def_for_dimension("symbol").get_partition_keys():
+    for symbol in partitions.get_partitions_def_for_dimension("symbol").get_partition_keys():
         days = window_days(date, train_days, start_date)
         missing = [d for d in days if str(partition_key(d, symbol)) not in materialized.get(FEATURES, set())]
         if missing:
@@ -61,18 +61,23 @@ def nightly_requests(
     return requests
 
 
-@dg.schedule(
-    job=nightly_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="03:00 UTC: yesterday's partition of every symbol, after any missing training-window days.",
-)
-def nightly_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineConfig):
-    date = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
-    if date.isoformat() not in PARTITIONS.get_partitions_def_for_dimension("date").get_partition_keys(
-        current_time=context.scheduled_execution_time
-    ):
-        return dg.SkipReason(f"{date} is not a date partition (before LEVIBOT_START_DATE?)")
-    materialized = {key: {str(k) for k in context.instance.get_materialized_partitions(key)} for key in (RAW, FEATURES)}
-    return nightly_requests(date, pipeline.train_days, materialized)
+def build_nightly_schedule(partitions: dg.MultiPartitionsDefinition) -> dg.ScheduleDefinition:
+    """The 03:00 UTC schedule over `partitions` (its dates and symbols)."""
+
+    @dg.schedule(
+        job=nightly_job,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="03:00 UTC: yesterday's partition of every symbol, after any missing training-window days.",
+    )
+    def nightly_schedule(context: dg.ScheduleEvaluationContext, pipeline: PipelineConfig):
+        date = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+        if date.isoformat() not in partitions.get_partitions_def_for_dimension("date").get_partition_keys(
+            current_time=context.scheduled_execution_time
+        ):
+            return dg.SkipReason(f"{date} is not a date partition (before LEVIBOT_START_DATE?)")
+        materialized = {key: {str(k) for k in context.instance.get_materialized_partitions(key)} for key in (RAW, FEATURES)}
+        return nightly_requests(partitions, date, pipeline.train_days, materialized)
+
+    return nightly_schedule

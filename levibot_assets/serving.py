@@ -118,7 +118,7 @@ class ServedModel:
         NaN), or a float for one row given as a mapping or a 1-D sequence (LightGBM releases)."""
         self.refresh()
         model = self.model
-        if model.model_type != "lgbm" and not isinstance(features, pd.DataFrame):
+        if not getattr(model, "scores_single_rows", False) and not isinstance(features, pd.DataFrame):
             raise FeatureInputError(
                 f"the {model.model_type} release of {self.symbol} scores DataFrames with their context rows only, "
                 f"not a single row given as {type(features).__name__}"

@@ -1,7 +1,7 @@
 """Test-wide set-up: a clean LEVIBOT_* environment before the package is imported.
 
-Partitions are built at import from the settings, so the start date is set here, early enough for
-the shared real data (March/April 2023) to be valid partitions. Real data is looked up at
+The test graph (levibot_assets_tests/graph.py) is built from these settings, so the start date set
+here makes the shared real data (March/April 2023) valid partitions. Real data is looked up at
 ../shared/data (or $LEVIBOT_SHARED_DATA); tests that need it skip when it is absent.
 """
 import os

@@ -145,7 +145,7 @@ def materialize_best_release(storage):
     """best_release alone for (TEST_DATE, SYMBOL), its inputs read from files already on disk."""
     import dagster as dg
 
-    from levibot_assets.assets.release import best_release
+    from levibot_assets_tests.graph import best_release
     from levibot_assets.partitions import partition_key
     from levibot_assets.resources.pipeline import PipelineConfig
     from levibot_assets.settings import Settings

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from levibot_assets.assets.market import raw_ohlcv
+from levibot_assets_tests.graph import raw_ohlcv
 from levibot_assets.cli import main
 from levibot_assets.core.alerts import Alert, append_alert, post_webhook, read_alerts
 from levibot_assets.core.redaction import redact_text, redact_url

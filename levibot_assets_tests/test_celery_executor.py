@@ -32,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets_tests.graph import features, raw_ohlcv
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets_tests.graph import features, raw_ohlcv
 from levibot_assets.checks import drift_check_result, model_check_results
 from levibot_assets.core.features import compute_features
 from levibot_assets.core.sources.synthetic import synthetic_day
@@ -32,7 +32,7 @@ def _downstream_assets():
     """raw_ohlcv + features, and lgbm_model once the models module exists."""
     assets = [raw_ohlcv, features]
     try:
-        from levibot_assets.assets.models import lgbm_model
+        from levibot_assets_tests.graph import lgbm_model
     except ImportError:
         return assets
     return [*assets, lgbm_model]
@@ -122,7 +122,7 @@ def test_model_and_drift_results():
 
 @pytest.mark.slow
 def test_model_asset_reports_overlap_baseline_and_drift_checks(levibot_env):
-    from levibot_assets.assets.models import lgbm_model
+    from levibot_assets_tests.graph import lgbm_model
 
     settings = levibot_env(OPTUNA_TRIALS=2, THREADS=1)
     day = dt.date(2023, 4, 4)

@@ -164,7 +164,7 @@ def test_dagster_yaml_is_a_valid_instance_config(monkeypatch, tmp_path):
 
 
 def test_exchange_pool_is_limited():
-    from levibot_assets.assets.market import raw_ohlcv
+    from levibot_assets_tests.graph import raw_ohlcv
 
     assert raw_ohlcv.op.pool == "exchange"
     pools = _yaml("dagster.yaml")["concurrency"]["pools"]

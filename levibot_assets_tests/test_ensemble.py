@@ -63,3 +63,31 @@ def test_an_ensemble_release_holds_its_members_files_and_is_served(tmp_path, mem
             "print(m.model_type, 'torch' in sys.modules, 'pytorch_forecasting' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.split() == ["ensemble", "False", "False"]
+
+
+def fit_coin(train, config, progress, study_name):
+    """The fit of the test-only family below: a SkillClassifier with no skill."""
+    from levibot_assets.core.model_api import Fitted
+
+    return Fitted(model=rf.SkillClassifier(0.0), facts={"params": {"skill": 0.0}})
+
+
+def test_a_family_is_one_registry_entry(monkeypatch):
+    """A new asset-trained family gets its asset, checks, kinds and a place among best_release's
+    candidates from its registry entry alone (the ensemble, a release-fitted family, likewise)."""
+    import dagster as dg
+
+    from levibot_assets.core.model_api import MODEL_FAMILIES, ModelFamily
+    from levibot_assets.definitions import build_definitions
+    from levibot_assets_tests.graph import SETTINGS
+
+    rf.register_skill(monkeypatch)
+    monkeypatch.setitem(MODEL_FAMILIES, "coin", ModelFamily(
+        MODEL_FAMILIES["skill"].class_path, "skill.json", f"{__name__}:fit_coin", libraries=("numpy",)))
+    with dg.instance_for_test():  # Dagster resolves definitions against an instance's state storage
+        defs = build_definitions(SETTINGS)
+        coin = defs.resolve_assets_def("coin_model")
+        release = defs.resolve_assets_def("best_release")
+    assert {"numpy"} <= set(coin.specs_by_key[dg.AssetKey("coin_model")].kinds)
+    assert {key.name for key in coin.check_keys} == {"no_train_test_overlap", "beats_baselines"}
+    assert dg.AssetKey("coin_model") in release.asset_deps[dg.AssetKey("best_release")]

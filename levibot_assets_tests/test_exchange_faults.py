@@ -381,7 +381,7 @@ def test_a_page_that_never_recovers_fails_the_day_naming_where_the_data_stops(st
 
 
 def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_env, monkeypatch):
-    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets_tests.graph import features, raw_ohlcv
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key
@@ -431,7 +431,7 @@ def test_a_ban_is_remembered_later_days_send_no_request_until_it_ends(standin):
 
 
 def test_a_ban_in_a_year_long_range_run_sends_one_request_and_stops_the_run(standin, levibot_env):
-    from levibot_assets.assets.market import raw_ohlcv
+    from levibot_assets_tests.graph import raw_ohlcv
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import range_tags
     from levibot_assets.resources.market_data import ccxt_client
@@ -498,7 +498,7 @@ def test_a_dripping_server_cannot_hold_a_day_past_the_days_deadline(standin):
 ])
 def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_features(candles, levibot_env, monkeypatch,
                                                                                   fault, cause):
-    from levibot_assets.assets.market import features, raw_ohlcv
+    from levibot_assets_tests.graph import features, raw_ohlcv
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key

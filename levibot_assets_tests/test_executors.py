@@ -28,18 +28,21 @@ def test_defaults_and_choices():
 
 def test_an_unknown_executor_is_refused_at_load_naming_the_variable():
     env = {**os.environ, "LEVIBOT_EXECUTOR": "spark", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", "import levibot_assets.definitions"], env=env,
+    load = "from levibot_assets.definitions import defs; defs()"  # what loading the code location does
+    result = subprocess.run([sys.executable, "-c", load], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "LEVIBOT_EXECUTOR='spark' must be one of in_process, multiprocess, celery, k8s" in result.stderr
 
 
 def test_every_job_gets_the_configured_executor():
-    from levibot_assets.definitions import defs
+    from levibot_assets.definitions import defs as load
 
-    for name in ("nightly", "rollback_job"):
-        assert defs.resolve_job_def(name).executor_def is executors.build_executor()
-    assert defs.resolve_implicit_global_asset_job_def().executor_def is executors.build_executor()
+    with dg.instance_for_test():  # Dagster resolves definitions against an instance's state storage
+        defs = load()
+        for name in ("nightly", "rollback_job"):
+            assert defs.resolve_job_def(name).executor_def is executors.build_executor()
+        assert defs.resolve_implicit_global_asset_job_def().executor_def is executors.build_executor()
 
 
 def test_an_unreachable_broker_fails_at_launch_with_the_url_but_not_its_password(monkeypatch):

@@ -76,7 +76,7 @@ def test_tft_gpu_tag_validates_and_selects_gpu_nodes():
     parsed = get_user_defined_k8s_config({"dagster-k8s/config": json.dumps(tag_value)})
     assert parsed.pod_spec_config["node_selector"] == {"nvidia.com/gpu.present": "true"}
     assert parsed.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    from levibot_assets.assets.models import tft_model  # the asset carries the same pod config
+    from levibot_assets_tests.graph import tft_model  # the asset carries the same pod config
 
     assert json.loads(tft_model.op.tags["dagster-k8s/config"]) == tag_value
 

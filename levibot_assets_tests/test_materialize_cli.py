@@ -91,7 +91,8 @@ def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypa
 def test_a_reversed_partition_range_fails_naming_it_instead_of_running_nothing(levibot_env, tmp_path, monkeypatch):
     """`dagster asset materialize --partition-range B...A` with B after A: Dagster runs the steps with
     no partition, which used to succeed writing nothing."""
-    from levibot_assets.definitions import ASSETS, build_resources
+    from levibot_assets.definitions import build_resources
+    from levibot_assets_tests.graph import ASSETS
     from levibot_assets.materialize import materialize_ranges
 
     settings = levibot_env()

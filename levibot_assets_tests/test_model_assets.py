@@ -5,8 +5,8 @@ import json
 import dagster as dg
 import pytest
 
-from levibot_assets.assets.market import features, raw_ohlcv
-from levibot_assets.assets.models import lgbm_model
+from levibot_assets_tests.graph import features, raw_ohlcv
+from levibot_assets_tests.graph import lgbm_model
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import partition_key

@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from levibot_assets.assets.market import features, raw_ohlcv
-from levibot_assets.assets.models import lgbm_model, tft_model
-from levibot_assets.assets.release import best_release
+from levibot_assets_tests.graph import features, raw_ohlcv
+from levibot_assets_tests.graph import lgbm_model, tft_model
+from levibot_assets_tests.graph import best_release
 from levibot_assets.cli import main
 from levibot_assets.core import object_store
 from levibot_assets.core.atomic import append_line, atomic_write_bytes, read_link

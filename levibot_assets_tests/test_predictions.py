@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from levibot_assets.assets.release import best_release
+from levibot_assets_tests.graph import best_release
 from levibot_assets.cli import main
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.baselines import LOGISTIC_C_GRID, LOGISTIC_FILE, LogisticClassifier, fit_logistic

@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from levibot_assets.assets.market import features, raw_ohlcv
+from levibot_assets_tests.graph import features, raw_ohlcv
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.sources.synthetic import synthetic_day
 from levibot_assets.core.tables import write_table
@@ -139,7 +139,7 @@ def test_a_bad_file_on_disk_does_not_replace_good_features(levibot_env):
 
 
 def test_models_refuse_features_made_under_another_label_horizon(levibot_env):
-    from levibot_assets.assets.models import lgbm_model
+    from levibot_assets_tests.graph import lgbm_model
     from levibot_assets.core.features import CONTRACT_ATTR, FEATURE_SET_VERSION
 
     settings = levibot_env()  # LEVIBOT_LABEL_HORIZON 15

@@ -17,9 +17,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from levibot_assets.assets.market import features, raw_ohlcv
-from levibot_assets.assets.models import lgbm_model, tft_model
-from levibot_assets.assets.release import best_release
+from levibot_assets_tests.graph import features, raw_ohlcv
+from levibot_assets_tests.graph import lgbm_model, tft_model
+from levibot_assets_tests.graph import best_release
 from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.evaluation import Scoring

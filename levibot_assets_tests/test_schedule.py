@@ -3,15 +3,16 @@ import datetime as dt
 
 import dagster as dg
 
-from levibot_assets.definitions import ASSETS, build_resources, defs
+from levibot_assets.definitions import build_resources
+from levibot_assets_tests.graph import ASSETS, DEFS as defs, SETTINGS, nightly_schedule
 from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
-from levibot_assets.schedules import SYMBOL_TAG, nightly_schedule, window_days
+from levibot_assets.schedules import SYMBOL_TAG, window_days
 from levibot_assets.settings import get_settings
 
 TICK = dt.datetime(2025, 10, 14, 3, 0, tzinfo=dt.timezone.utc)
 SYMBOLS = get_settings().symbols
 TRAIN_DAYS = get_settings().train_days
-PIPELINE = {"pipeline": build_resources()["pipeline"]}  # the schedule reads train_days from it
+PIPELINE = {"pipeline": build_resources(SETTINGS)["pipeline"]}  # the schedule reads train_days from it
 
 
 def _report_materialized(instance, asset: str, dates, symbols=SYMBOLS):

@@ -62,7 +62,8 @@ def test_bad_values_name_the_variable(env, message):
 def test_definitions_refuse_bad_symbols_at_load_time(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVIBOT_")}
     env.update(LEVIBOT_SYMBOLS="BTC/USDT", LEVIBOT_DATA_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", "import levibot_assets.definitions"], env=env,
+    load = "from levibot_assets.definitions import defs; defs()"  # what loading the code location does
+    proc = subprocess.run([sys.executable, "-c", load], env=env,
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0
     assert "invalid symbol 'BTC/USDT'" in proc.stderr

@@ -130,8 +130,8 @@ def test_tft_model_asset_trains_within_budget_and_scores_the_test_day(levibot_en
 
     import dagster as dg
 
-    from levibot_assets.assets.market import features, raw_ohlcv
-    from levibot_assets.assets.models import tft_model
+    from levibot_assets_tests.graph import features, raw_ohlcv
+    from levibot_assets_tests.graph import tft_model
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key

@@ -16,13 +16,12 @@ import dagster as dg
 import pandas as pd
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
-from levibot_assets.checks import FEATURES_CHECKS, RAW_OHLCV_CHECKS, features_check_results, raw_ohlcv_check_results
+from levibot_assets.checks import features_check_results, features_checks, raw_ohlcv_check_results, raw_ohlcv_checks
 from levibot_assets.core.features import FEATURE_SET_VERSION, LABEL_COLUMN, compute_features, contract_version, training_rows
 from levibot_assets.core.tables import read_table, write_table
 from levibot_assets.resources.market_data import MarketDataResource
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
-from levibot_assets.settings import get_settings
 
 MAX_GAPS_SHOWN = 20
 PREVIEW_ROWS = 5
@@ -63,57 +62,64 @@ def _store(storage: StorageResource, asset: str, date: dt.date, symbol: str, fra
     return store
 
 
-@partitioned_asset(
-    pool="exchange", group_name="market_data", kinds={"pandas", "parquet"}, check_specs=RAW_OHLCV_CHECKS, code_version="1"
-)
-def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource):
-    """The partition's UTC day of 1-minute candles, as the source delivered them (gaps stay gaps)."""
+def build_market_assets(partitions: dg.MultiPartitionsDefinition, horizon: int) -> list[dg.AssetsDefinition]:
+    """raw_ohlcv and features on `partitions`; features' code_version follows the label horizon."""
 
-    def compute(date: dt.date, symbol: str) -> PartitionResult:
-        bars = market_data.fetch_day(symbol, date)
-        checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
-        metadata = {
-            "source": dg.MetadataValue.text(market_data.describe()),
-            "bar_count": dg.MetadataValue.int(len(bars)),
-            "last_close": dg.MetadataValue.float(float(bars["close"].iloc[-1]) if len(bars) else float("nan")),
-            **_table_metadata(bars),
-            **_gap_metadata(checks),
-        }
-        return PartitionResult(list(checks.values()), _store(storage, "raw_ohlcv", date, symbol, bars), metadata)
+    @partitioned_asset(
+        partitions, pool="exchange", group_name="market_data", kinds={"pandas", "parquet"},
+        check_specs=raw_ohlcv_checks(partitions), code_version="1",
+    )
+    def raw_ohlcv(context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource):
+        """The partition's UTC day of 1-minute candles, as the source delivered them (gaps stay gaps)."""
 
-    yield from materialize_partitions(context, compute)
+        def compute(date: dt.date, symbol: str) -> PartitionResult:
+            bars = market_data.fetch_day(symbol, date)
+            checks = {result.check_name: result for result in raw_ohlcv_check_results(bars, date)}
+            metadata = {
+                "source": dg.MetadataValue.text(market_data.describe()),
+                "bar_count": dg.MetadataValue.int(len(bars)),
+                "last_close": dg.MetadataValue.float(float(bars["close"].iloc[-1]) if len(bars) else float("nan")),
+                **_table_metadata(bars),
+                **_gap_metadata(checks),
+            }
+            return PartitionResult(list(checks.values()), _store(storage, "raw_ohlcv", date, symbol, bars), metadata)
+
+        yield from materialize_partitions(context, compute)
 
 
-@partitioned_asset(
-    deps=[raw_ohlcv],
-    group_name="features",
-    kinds={"pandas", "parquet"},
-    check_specs=FEATURES_CHECKS,
-    code_version=contract_version(get_settings().label_horizon),
-)
-def features(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
-    """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
-    horizon = pipeline.label_horizon
-    layout = storage.layout
+    @partitioned_asset(
+        partitions,
+        deps=[raw_ohlcv],
+        group_name="features",
+        kinds={"pandas", "parquet"},
+        check_specs=features_checks(partitions),
+        code_version=contract_version(horizon),
+    )
+    def features(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
+        """Per-bar features and the H-bar direction label; the previous day's candles are the warm-up."""
+        horizon = pipeline.label_horizon
+        layout = storage.layout
 
-    def compute(date: dt.date, symbol: str) -> PartitionResult:
-        bars = read_table(layout, "raw_ohlcv", date, symbol)
-        previous = date - dt.timedelta(days=1)
-        warmup_present = layout.table("raw_ohlcv", previous, symbol).exists()
-        if warmup_present:
-            bars = pd.concat([read_table(layout, "raw_ohlcv", previous, symbol), bars], ignore_index=True)
-        else:
-            context.log.warning(f"no raw_ohlcv for {previous}|{symbol}: indicators start cold (NaN warm-up rows)")
-        frame = compute_features(bars, date, horizon)
-        usable = training_rows(frame)
-        metadata = {
-            "label_horizon_bars": dg.MetadataValue.int(horizon),
-            "feature_set": dg.MetadataValue.int(FEATURE_SET_VERSION),
-            "usable_rows": dg.MetadataValue.int(len(usable)),
-            "label_up_share": dg.MetadataValue.float(float(usable[LABEL_COLUMN].mean()) if len(usable) else float("nan")),
-            "warmup_day_present": dg.MetadataValue.bool(warmup_present),
-            **_table_metadata(frame),
-        }
-        return PartitionResult(features_check_results(frame), _store(storage, "features", date, symbol, frame), metadata)
+        def compute(date: dt.date, symbol: str) -> PartitionResult:
+            bars = read_table(layout, "raw_ohlcv", date, symbol)
+            previous = date - dt.timedelta(days=1)
+            warmup_present = layout.table("raw_ohlcv", previous, symbol).exists()
+            if warmup_present:
+                bars = pd.concat([read_table(layout, "raw_ohlcv", previous, symbol), bars], ignore_index=True)
+            else:
+                context.log.warning(f"no raw_ohlcv for {previous}|{symbol}: indicators start cold (NaN warm-up rows)")
+            frame = compute_features(bars, date, horizon)
+            usable = training_rows(frame)
+            metadata = {
+                "label_horizon_bars": dg.MetadataValue.int(horizon),
+                "feature_set": dg.MetadataValue.int(FEATURE_SET_VERSION),
+                "usable_rows": dg.MetadataValue.int(len(usable)),
+                "label_up_share": dg.MetadataValue.float(float(usable[LABEL_COLUMN].mean()) if len(usable) else float("nan")),
+                "warmup_day_present": dg.MetadataValue.bool(warmup_present),
+                **_table_metadata(frame),
+            }
+            return PartitionResult(features_check_results(frame), _store(storage, "features", date, symbol, frame), metadata)
 
-    yield from materialize_partitions(context, compute)
+        yield from materialize_partitions(context, compute)
+
+    return [raw_ohlcv, features]

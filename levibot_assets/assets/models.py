@@ -4,7 +4,8 @@ The window (LEVIBOT_TRAIN_DAYS days of features, test day included) is read from
 partition at a time, so a range run holds one window in memory; only the test day's features
 are declared upstream, so a backfill of dates D1..D2 targets exactly those dates.
 
-Every model asset is `train_and_evaluate(...)` plus a fit function: the window is split into
+Every model asset is built from its family's registry entry (core.model_api.MODEL_FAMILIES,
+build_model_asset): `train_and_evaluate(...)` plus the family's fit: the window is split into
 purged training rows and test-day rows (core.dataset), the model is fitted on the training rows
 only, then it and the baselines are scored on the same test rows (core.evaluation). The scores
 go into TrainedModel.metrics (stored as JSON beside the model) and into Dagster metadata.
@@ -19,7 +20,6 @@ No `from __future__ import annotations` here: Dagster inspects the context type 
 """
 
 import base64
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import dagster as dg
@@ -31,29 +31,20 @@ from levibot_assets.core.dataset import DayCache, TrainTest, align_to_rows, load
 from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.features import contract_version
 from levibot_assets.core.metrics import METRICS
-from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel, thread_limits
+from levibot_assets.core.model_api import (
+    MODEL_FAMILIES, Fitted, TrainedModel, asset_trained_types, fit_in_asset, model_asset_name, thread_limits,
+)
 from levibot_assets.core.model_store import save_trained_model
 from levibot_assets.core.plots import evaluation_png
 from levibot_assets.core.splits import purge_gap
 from levibot_assets.partitions import parse_partition_key
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
-from levibot_assets.settings import get_settings
 
 HEADLINE_SCORES = tuple(METRICS)
 HEADLINE_FACTS = ("train_seconds", "trials", "pruned_trials", "epochs")
-LGBM, TFT = MODEL_FAMILIES["lgbm"], MODEL_FAMILIES["tft"]
 PRESENT_ALL_UP_TO = 7  # partitions of a run that all get a plot and detailed logs (a week of one symbol)
 MAX_CACHED_DAYS = 256  # feature days a run keeps parsed (about 0.25 MB each)
-
-
-@dataclass
-class Fitted:
-    """What a fit function hands back: the model, training facts, and optional feature importance."""
-
-    model: Classifier
-    facts: dict[str, Any]
-    importance: Mapping[str, float] | None = None
 
 
 FitFunction = Callable[[TrainTest, PipelineConfig, Callable[[str], None], str], Fitted]
@@ -165,37 +156,8 @@ def train_and_evaluate(
     yield from materialize_partitions(context, compute)
 
 
-def _fit_lgbm(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
-    from levibot_assets.core.lgbm import train_lgbm  # LightGBM and Optuna load only when a model trains
-
-    storage = (pipeline.optuna_storage or "").strip() or None  # the raw variable may carry spaces
-    training = train_lgbm(data.train, horizon=pipeline.label_horizon, n_trials=pipeline.optuna_trials,
-                          threads=pipeline.threads, storage=storage, study_name=study_name, progress=progress)
-    return Fitted(model=training.model, facts=training.facts(), importance=training.model.feature_importance())
-
-
-@partitioned_asset(
-    deps=["features"],
-    group_name="models",
-    name=LGBM.asset,
-    kinds=set(LGBM.kinds),
-    check_specs=model_checks(LGBM.asset, drift=True),
-    code_version=contract_version(get_settings().label_horizon),
-)
-def lgbm_model(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
-    """LightGBM tuned by Optuna on the days before the partition's date, scored on that date."""
-    yield from train_and_evaluate(context, storage, pipeline, "lgbm", _fit_lgbm, with_drift=True)
-
-
-def _fit_tft(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
-    from levibot_assets.core.tft import train_tft  # torch loads only when a TFT trains
-
-    model = train_tft(data.train, horizon=pipeline.label_horizon, max_minutes=pipeline.tft_max_minutes,
-                      threads=pipeline.threads, progress=progress)
-    return Fitted(model=model, facts=dict(model.training))
-
-
-# On Kubernetes (LEVIBOT_EXECUTOR=k8s) the TFT's step pod asks for a GPU node; elsewhere the tag is inert.
+# On Kubernetes (LEVIBOT_EXECUTOR=k8s) the step pod of a family with `accelerator` asks for a GPU node;
+# elsewhere the tag is inert.
 GPU_POD = {
     "dagster-k8s/config": {
         "container_config": {"resources": {
@@ -210,15 +172,34 @@ GPU_POD = {
 }
 
 
-@partitioned_asset(
-    deps=["features"],
-    group_name="models",
-    name=TFT.asset,
-    kinds=set(TFT.kinds),
-    check_specs=model_checks(TFT.asset),
-    op_tags=GPU_POD,
-    code_version=contract_version(get_settings().label_horizon),
-)
-def tft_model(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
-    """Temporal Fusion Transformer trained within LEVIBOT_TFT_MAX_MINUTES on the days before the date, scored on it."""
-    yield from train_and_evaluate(context, storage, pipeline, "tft", _fit_tft)
+def build_model_asset(
+    model_type: str, partitions: dg.MultiPartitionsDefinition, horizon: int, drift: bool = False
+) -> dg.AssetsDefinition:
+    """The asset `<type>_model` of an asset-trained family, everything derived from its registry entry."""
+    family = MODEL_FAMILIES[model_type]
+    name = model_asset_name(model_type)
+
+    def fit(data: TrainTest, pipeline: PipelineConfig, progress: Callable[[str], None], study_name: str) -> Fitted:
+        return fit_in_asset(model_type, data.train, pipeline.training, progress, study_name)
+
+    @partitioned_asset(
+        partitions,
+        deps=["features"],
+        group_name="models",
+        name=name,
+        kinds=set(family.libraries),
+        check_specs=model_checks(name, partitions, drift=drift),
+        op_tags=GPU_POD if family.accelerator else None,
+        code_version=contract_version(horizon),
+        description=f"The {model_type} family ({family.class_path.split(':')[1]}) trained on the days before the "
+        "partition's date, scored on that date.",
+    )
+    def model_asset(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
+        yield from train_and_evaluate(context, storage, pipeline, model_type, fit, with_drift=drift)
+
+    return model_asset
+
+
+def build_model_assets(partitions: dg.MultiPartitionsDefinition, horizon: int) -> list[dg.AssetsDefinition]:
+    """One asset per asset-trained family; the first one carries the drift check (one shift, one alert)."""
+    return [build_model_asset(t, partitions, horizon, drift=(n == 0)) for n, t in enumerate(asset_trained_types())]

@@ -40,7 +40,7 @@ from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_AS
 
 from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.ohlcv import ExchangeBanned
-from levibot_assets.partitions import PARTITIONS, parse_partition_key, partition_key
+from levibot_assets.partitions import parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
 PROGRESS_LINES = 20  # progress log lines per asset and run, however long the range
@@ -57,7 +57,7 @@ class PartitionResult:
     verify: Callable[[], Sequence[dg.AssetCheckResult]] = lambda: ()  # on what is in service after storing
 
 
-def partitioned_asset(**kwargs):
+def partitioned_asset(partitions: dg.MultiPartitionsDefinition, **kwargs):
     """@dg.asset on the date x symbol partitions; any set of them runs as one run.
 
     Dagster marks `backfill_policy` beta; we depend on it knowingly, so its warning is not shown.
@@ -66,7 +66,7 @@ def partitioned_asset(**kwargs):
     def decorate(fn):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.BetaWarning)
-            return dg.asset(partitions_def=PARTITIONS, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)(fn)
+            return dg.asset(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)(fn)
 
     return decorate
 

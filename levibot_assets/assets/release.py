@@ -12,13 +12,15 @@ release in service is verified by the blocking checks.
 No `from __future__ import annotations` here: Dagster inspects the context type hint at runtime.
 """
 
+from typing import Sequence
+
 import dagster as dg
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
-from levibot_assets.checks import RELEASE_CHECKS, release_check_results
+from levibot_assets.checks import release_check_results, release_checks
 from levibot_assets.core.dataset import load_feature_window, split_window
 from levibot_assets.core.features import contract_version
-from levibot_assets.core.model_api import MODEL_FAMILIES, asset_trained_types, fit_in_release, release_fitted_types
+from levibot_assets.core.model_api import asset_trained_types, fit_in_release, model_asset_name, release_fitted_types
 from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.tables import MissingPartition
 from levibot_assets.core.predictions import (
@@ -31,7 +33,6 @@ from levibot_assets.core.reports import release_views
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import NoRelease, load_current
-from levibot_assets.settings import get_settings
 
 
 def _champion_model(storage: StorageResource, symbol: str, log) -> tuple:
@@ -112,78 +113,86 @@ def _live_metadata(layout, date, symbol: str) -> dict:
     return meta
 
 
-@partitioned_asset(
-    deps=[*(MODEL_FAMILIES[t].asset for t in asset_trained_types()), "features"],
-    group_name="release",
-    kinds={"python"},
-    check_specs=RELEASE_CHECKS,
-    code_version=contract_version(get_settings().label_horizon),
-)
-def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
-    """Score lgbm, tft, logistic, the champion and the baselines on the same test-day rows, then decide.
+def build_release_asset(
+    partitions: dg.MultiPartitionsDefinition, horizon: int, symbols: Sequence[str]
+) -> dg.AssetsDefinition:
+    """best_release on `partitions`, after every asset-trained family; `symbols` for the in-service table."""
 
-    Partitions run in date order, so in a range run each day's champion is the release the days
-    before it put in service. After publishing, the release in service is verified and must predict.
-    """
-    layout = storage.layout
+    @partitioned_asset(
+        partitions,
+        deps=[*(model_asset_name(t) for t in asset_trained_types()), "features"],
+        group_name="release",
+        kinds={"python"},
+        check_specs=release_checks(partitions),
+        code_version=contract_version(horizon),
+    )
+    def best_release(context: dg.AssetExecutionContext, storage: StorageResource, pipeline: PipelineConfig):
+        """Score every candidate family, the champion and the baselines on the same test-day rows, then decide.
 
-    def compute(date, symbol: str) -> PartitionResult:
-        candidates, missing = _trained_candidates(layout, date, symbol, context.log)
-        features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
-        split = split_window(features, date, pipeline.label_horizon)
-        for model_type in release_fitted_types():
-            candidates[model_type] = fit_in_release(model_type, split, pipeline.label_horizon, candidates)
-        champion_model, champion = _champion_model(storage, symbol, context.log)
-        evaluation, champion_error = evaluate_with_champion(
-            split, {t: tm.model for t, tm in candidates.items()}, champion_model, pipeline.scoring
-        )
-        if champion is not None:
-            champion.metrics = evaluation.scores.get(CHAMPION)
-            champion.error = champion.error or champion_error
-        trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
-        history = recent_predictions(layout, symbol, date, pipeline.record_days - 1)
-        decision = decide(date, symbol, candidates, evaluation, champion, pipeline.policy, trained_on, history)
-        (context.log.info if decision.released else context.log.warning)(decision.reason)
-        scores = decision.scores
-        metadata = {
-            "released": dg.MetadataValue.bool(decision.released),
-            "reason": dg.MetadataValue.text(decision.reason),
-            "select_metric": dg.MetadataValue.text(decision.select_metric),
-            "challenger": dg.MetadataValue.text(decision.challenger_type or "none"),
-            "challenger_score": _float(scores["challenger"]),
-            "champion_release": dg.MetadataValue.text(decision.champion_release or "none"),
-            "champion_score": _float(scores["champion"]),
-            "best_baseline_score": _float(scores["best_baseline"]),
-            "test_rows": dg.MetadataValue.int(decision.test_rows or 0),
-            "scores": dg.MetadataValue.md(evaluation.markdown_table()),
-            **_evidence_metadata(decision.evidence),
-        }
-        if missing:
-            metadata["candidates_missing"] = dg.MetadataValue.text(", ".join(missing))
+        Partitions run in date order, so in a range run each day's champion is the release the days
+        before it put in service. After publishing, the release in service is verified and must predict.
+        """
+        layout = storage.layout
 
-        scored_champion = champion.release_date if champion is not None and champion.metrics is not None else None
-        predictions = predictions_frame(evaluation, scored_champion)
-
-        def store() -> dict:
-            entry = publish(layout, decision)
-            path = write_predictions(layout, date, symbol, predictions)  # after the decision it records is kept
-            stored = {
-                "current_release": dg.MetadataValue.text(entry["current_release"] or "none"),
-                "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
-                "predictions": dg.MetadataValue.path(str(path)),
-                **_live_metadata(layout, date, symbol),
-                **{name: dg.MetadataValue.md(text) for name, text in release_views(
-                    layout, list(get_settings().symbols), date.isoformat(), symbol).items()},
-            }
-            if decision.released:
-                stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))
-            return stored
-
-        def verify() -> list[dg.AssetCheckResult]:
-            return release_check_results(
-                current_release_dir(layout, symbol), split.context, decision.released, decision.reason
+        def compute(date, symbol: str) -> PartitionResult:
+            candidates, missing = _trained_candidates(layout, date, symbol, context.log)
+            features = load_feature_window(layout, symbol, date, pipeline.train_days, pipeline.label_horizon)
+            split = split_window(features, date, pipeline.label_horizon)
+            for model_type in release_fitted_types():
+                candidates[model_type] = fit_in_release(model_type, split, pipeline.label_horizon, candidates)
+            champion_model, champion = _champion_model(storage, symbol, context.log)
+            evaluation, champion_error = evaluate_with_champion(
+                split, {t: tm.model for t, tm in candidates.items()}, champion_model, pipeline.scoring
             )
+            if champion is not None:
+                champion.metrics = evaluation.scores.get(CHAMPION)
+                champion.error = champion.error or champion_error
+            trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
+            history = recent_predictions(layout, symbol, date, pipeline.record_days - 1)
+            decision = decide(date, symbol, candidates, evaluation, champion, pipeline.policy, trained_on, history)
+            (context.log.info if decision.released else context.log.warning)(decision.reason)
+            scores = decision.scores
+            metadata = {
+                "released": dg.MetadataValue.bool(decision.released),
+                "reason": dg.MetadataValue.text(decision.reason),
+                "select_metric": dg.MetadataValue.text(decision.select_metric),
+                "challenger": dg.MetadataValue.text(decision.challenger_type or "none"),
+                "challenger_score": _float(scores["challenger"]),
+                "champion_release": dg.MetadataValue.text(decision.champion_release or "none"),
+                "champion_score": _float(scores["champion"]),
+                "best_baseline_score": _float(scores["best_baseline"]),
+                "test_rows": dg.MetadataValue.int(decision.test_rows or 0),
+                "scores": dg.MetadataValue.md(evaluation.markdown_table()),
+                **_evidence_metadata(decision.evidence),
+            }
+            if missing:
+                metadata["candidates_missing"] = dg.MetadataValue.text(", ".join(missing))
 
-        return PartitionResult([], store, metadata, verify=verify)
+            scored_champion = champion.release_date if champion is not None and champion.metrics is not None else None
+            predictions = predictions_frame(evaluation, scored_champion)
 
-    yield from materialize_partitions(context, compute)
+            def store() -> dict:
+                entry = publish(layout, decision)
+                path = write_predictions(layout, date, symbol, predictions)  # after the decision it records is kept
+                stored = {
+                    "current_release": dg.MetadataValue.text(entry["current_release"] or "none"),
+                    "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
+                    "predictions": dg.MetadataValue.path(str(path)),
+                    **_live_metadata(layout, date, symbol),
+                    **{name: dg.MetadataValue.md(text) for name, text in release_views(
+                        layout, list(symbols), date.isoformat(), symbol).items()},
+                }
+                if decision.released:
+                    stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))
+                return stored
+
+            def verify() -> list[dg.AssetCheckResult]:
+                return release_check_results(
+                    current_release_dir(layout, symbol), split.context, decision.released, decision.reason
+                )
+
+            return PartitionResult([], store, metadata, verify=verify)
+
+        yield from materialize_partitions(context, compute)
+
+    return best_release

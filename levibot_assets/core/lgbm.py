@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # optuna is imported where a model is tuned: loading one to s
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import log_loss
-from levibot_assets.core.model_api import MODEL_FAMILIES, FeatureInputError, thread_limits
+from levibot_assets.core.model_api import MODEL_FAMILIES, FeatureInputError, Fitted, TrainingConfig, thread_limits
 from levibot_assets.core.splits import walk_forward_splits
 
 MODEL_FILE = MODEL_FAMILIES["lgbm"].main_file
@@ -165,6 +165,7 @@ class LgbmClassifier:
     """
 
     model_type = "lgbm"
+    scores_single_rows = True  # predict_proba takes one row as a mapping or a sequence (serving's fast path)
 
     def __init__(self, booster: lgb.Booster, threads: int = 1):
         self.booster = booster
@@ -463,3 +464,10 @@ def train_lgbm(
     with thread_limits(threads):
         model = fit_lgbm(train, tuning.best_params, threads)
     return LgbmTraining(model=model, tuning=tuning, train_seconds=time.perf_counter() - started)
+
+
+def fit_family(train: pd.DataFrame, config: TrainingConfig, progress: Progress | None, study_name: str) -> Fitted:
+    """The lgbm family's fit (core.model_api): tuned by Optuna, refitted on every training row."""
+    training = train_lgbm(train, horizon=config.horizon, n_trials=config.optuna_trials, threads=config.threads,
+                          storage=config.optuna_storage, study_name=study_name, progress=progress)
+    return Fitted(model=training.model, facts=training.facts(), importance=training.model.feature_importance())

@@ -26,35 +26,72 @@ class FeatureInputError(ValueError):
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One family of models, named once: the model store, releases, serving and the Dagster assets
-    all look a model type up here instead of repeating its class, file or asset name."""
+    """One family of models, named once: the model store, releases, serving, best_release and the
+    Dagster assets all derive what they need of a model type from its entry here.
+
+    A family is trained at one of two stages:
+    - "asset": by its own asset `<type>_model` (model_asset_name), `fit(train_rows, config:
+      TrainingConfig, progress, study_name) -> Fitted`, on the partition's training rows;
+    - "release": by best_release, `fit(split, horizon, candidates) -> TrainedModel`, from the same
+      training rows and the candidates before it in this registry (an ensemble after its members).
+    """
 
     class_path: str  # "module:Class" implementing Classifier; imported lazily (TFT pulls in torch)
     main_file: str  # the file the model is saved as (what a release's best_<type> link points at)
-    asset: str | None = None  # the Dagster asset that trains it; None: best_release fits it itself
-    kinds: frozenset[str] = frozenset()  # that asset's kinds in the UI
-    # "module:function(split, horizon, candidates) -> TrainedModel" for a family best_release fits
-    # from the partition's training rows and the candidates before it (families without an asset)
-    release_fit: str | None = None
+    fit: str | None = None  # "module:function" with its stage's signature; None: releases load, nothing trains it
+    stage: str = "asset"  # "asset" or "release" (see above)
+    libraries: tuple[str, ...] = ()  # what it is built with (the asset's kinds in the UI)
+    accelerator: bool = False  # trains faster on a GPU: a Kubernetes step pod asks for one
 
 
-# model_type -> ModelFamily
+# model_type -> ModelFamily, in the order candidates are built
 MODEL_FAMILIES: dict[str, ModelFamily] = {
-    "lgbm": ModelFamily(
-        "levibot_assets.core.lgbm:LgbmClassifier", "lgbm.txt", "lgbm_model", frozenset({"lightgbm", "optuna"})
-    ),
-    "tft": ModelFamily("levibot_assets.core.tft:TftClassifier", "tft.ckpt", "tft_model", frozenset({"pytorch"})),
+    "lgbm": ModelFamily("levibot_assets.core.lgbm:LgbmClassifier", "lgbm.txt", "levibot_assets.core.lgbm:fit_family",
+                        libraries=("lightgbm", "optuna")),
+    "tft": ModelFamily("levibot_assets.core.tft:TftClassifier", "tft.ckpt", "levibot_assets.core.tft:fit_family",
+                       libraries=("pytorch",), accelerator=True),
     # coefficients + scaler as JSON
-    "logistic": ModelFamily(
-        "levibot_assets.core.baselines:LogisticClassifier", "logistic.json",
-        release_fit="levibot_assets.core.baselines:fit_logistic_candidate",
-    ),
+    "logistic": ModelFamily("levibot_assets.core.baselines:LogisticClassifier", "logistic.json",
+                            "levibot_assets.core.baselines:fit_logistic_candidate", stage="release"),
     # the average of the candidates above: their files + the list of members
-    "ensemble": ModelFamily(
-        "levibot_assets.core.ensemble:EnsembleClassifier", "ensemble.json",
-        release_fit="levibot_assets.core.ensemble:fit_ensemble",
-    ),
+    "ensemble": ModelFamily("levibot_assets.core.ensemble:EnsembleClassifier", "ensemble.json",
+                            "levibot_assets.core.ensemble:fit_ensemble", stage="release"),
 }
+
+
+def model_asset_name(model_type: str) -> str:
+    """The asset (and partition files) of an asset-trained family: `lgbm_model`, `tft_model`."""
+    return f"{model_type}_model"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What an asset-trained family's fit needs of the pipeline's knobs (resources.pipeline builds it)."""
+
+    horizon: int
+    optuna_trials: int
+    optuna_storage: str | None
+    tft_max_minutes: float
+    threads: int
+
+
+@dataclass
+class Fitted:
+    """What an asset-trained family's fit hands back: the model, training facts, optional feature importance."""
+
+    model: "Classifier"
+    facts: dict[str, Any]
+    importance: Mapping[str, float] | None = None
+
+
+def _function(path: str):
+    module_name, name = path.split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def fit_in_asset(model_type: str, train: pd.DataFrame, config: TrainingConfig, progress, study_name: str) -> Fitted:
+    """Train an asset-trained family on the partition's training rows."""
+    return _function(MODEL_FAMILIES[model_type].fit)(train, config, progress, study_name)
 
 
 @contextmanager
@@ -73,18 +110,17 @@ def thread_limits(threads: int) -> Iterator[None]:
 
 def asset_trained_types() -> list[str]:
     """The model types that have their own asset (best_release loads them as candidates)."""
-    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.asset]
+    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.fit and family.stage == "asset"]
 
 
 def release_fitted_types() -> list[str]:
     """The model types best_release fits itself, in registry order (an ensemble after its members)."""
-    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.release_fit]
+    return [model_type for model_type, family in MODEL_FAMILIES.items() if family.fit and family.stage == "release"]
 
 
 def fit_in_release(model_type: str, split, horizon: int, candidates: Mapping[str, "TrainedModel"]) -> "TrainedModel":
     """Fit a release-fitted family on the partition's split (training rows only) and the candidates so far."""
-    module_name, function = MODEL_FAMILIES[model_type].release_fit.split(":")
-    return getattr(importlib.import_module(module_name), function)(split, horizon, candidates)
+    return _function(MODEL_FAMILIES[model_type].fit)(split, horizon, candidates)
 
 
 @runtime_checkable
@@ -109,6 +145,11 @@ class TrainedModel:
     @property
     def model_type(self) -> str:
         return self.model.model_type
+
+    @property
+    def params(self) -> dict:
+        """The hyper-parameters it was trained with (tuned or chosen), as its release records them."""
+        return dict(self.metrics.get("best_params") or self.metrics.get("params") or {})
 
 
 def model_class(model_type: str) -> type:

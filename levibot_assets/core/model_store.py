@@ -15,7 +15,7 @@ from pathlib import Path
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, read_text
 from levibot_assets.core.layout import DataLayout, partition_label
-from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_class
+from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_asset_name, model_class
 from levibot_assets.core.release.store import MISSING, check_paths, sha256_bytes
 from levibot_assets.core.tables import MissingPartition, missing_partition
 
@@ -43,7 +43,7 @@ def save_trained_model(layout: DataLayout, date: dt.date | str, symbol: str, tra
 def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str, symbol: str) -> TrainedModel:
     metrics_path = _metrics_path(layout, date, symbol, model_type)
     if not metrics_path.exists():
-        raise missing_partition(f"{model_type}_model", date, symbol, metrics_path)
+        raise missing_partition(model_asset_name(model_type), date, symbol, metrics_path)
     metrics = json.loads(read_text(metrics_path))
     expected = metrics.pop(FILES_KEY, None)
     directory = layout.model_dir(date, symbol)
@@ -54,6 +54,6 @@ def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str,
         name, problem = next(iter(problems.items()))
         raise MissingPartition(
             f"{directory / name} is {'missing' if problem == MISSING else 'not the model'} {metrics_path.name} "
-            f"describes (a run stopped between writing them): materialize {model_type}_model for {partition_label(date, symbol)} again"
+            f"describes (a run stopped between writing them): materialize {model_asset_name(model_type)} for {partition_label(date, symbol)} again"
         )
     return TrainedModel(model=load_from_bytes(model_type, contents), metrics=metrics)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_AVAILABLE_COLUMN, LABEL_COLUMN
-from levibot_assets.core.model_api import MODEL_FAMILIES
+from levibot_assets.core.model_api import MODEL_FAMILIES, Fitted, TrainingConfig
 from levibot_assets.core.ohlcv import MINUTE, utc_timestamps
 from levibot_assets.core.splits import purge_gap
 
@@ -431,3 +431,10 @@ class TftClassifier:
                 io.BytesIO(checkpoint), map_location="cpu", weights_only=False
             )
         return cls(network.eval(), checkpoint, info.get("training", {}))
+
+
+def fit_family(train: pd.DataFrame, config: TrainingConfig, progress: Progress | None, study_name: str) -> Fitted:
+    """The tft family's fit (core.model_api): trained within config.tft_max_minutes of wall clock."""
+    model = train_tft(train, horizon=config.horizon, max_minutes=config.tft_max_minutes, threads=config.threads,
+                      progress=progress)
+    return Fitted(model=model, facts=dict(model.training))

@@ -14,6 +14,7 @@ from typing import Optional
 import dagster as dg
 
 from levibot_assets.core.evaluation import Scoring
+from levibot_assets.core.model_api import TrainingConfig
 from levibot_assets.core.release.decision import DecisionPolicy
 
 OPTUNA_STORAGE_ENV = "LEVIBOT_OPTUNA_STORAGE"
@@ -41,6 +42,12 @@ class PipelineConfig(dg.ConfigurableResource):
     def scoring(self) -> Scoring:
         """What evaluation needs of these knobs."""
         return Scoring(horizon=self.label_horizon, fee_bps=self.fee_bps, trade_share=self.trade_share)
+
+    @property
+    def training(self) -> TrainingConfig:
+        """What an asset-trained family's fit needs of these knobs."""
+        storage = (self.optuna_storage or "").strip() or None  # the raw variable may carry spaces
+        return TrainingConfig(self.label_horizon, self.optuna_trials, storage, self.tft_max_minutes, self.threads)
 
     @property
     def policy(self) -> DecisionPolicy:

@@ -212,8 +212,7 @@ def decide(
             return ReleaseDecision(released=False, reason=reason, **common)
         reason = f"{versus} lies above the margin {policy.promote_margin:g}; {record} {baseline_part}"
     trained = candidates[challenger_type]
-    params = trained.metrics.get("best_params") or trained.metrics.get("params") or {}
-    return ReleaseDecision(released=True, reason=reason, params=dict(params), model=trained.model, **common)
+    return ReleaseDecision(released=True, reason=reason, params=trained.params, model=trained.model, **common)
 
 
 def candidate_probabilities(split: TrainTest, candidates: dict[str, Classifier]) -> tuple[dict, dict]:
