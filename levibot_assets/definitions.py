@@ -6,9 +6,9 @@ import dagster as dg
 from levibot_assets.assets.market import features, raw_ohlcv
 from levibot_assets.assets.models import lgbm_model, tft_model
 from levibot_assets.assets.release import best_release
-from levibot_assets.executors import build_executor
+from levibot_assets.instance.executors import build_executor
+from levibot_assets.instance.reaper import dead_run_reaper
 from levibot_assets.jobs import rollback_job
-from levibot_assets.reaper import dead_run_reaper
 from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
 from levibot_assets.resources.market_data import CCXT_OPTIONS_ENV, MarketDataResource
 from levibot_assets.resources.pipeline import PipelineConfig
@@ -46,5 +46,5 @@ defs = dg.Definitions(
     schedules=[nightly_schedule],
     sensors=[asset_check_alerts, run_failure_alerts, dead_run_reaper],
     resources=build_resources(),
-    executor=build_executor(),  # LEVIBOT_EXECUTOR: where every job's steps run (levibot_assets/executors.py)
+    executor=build_executor(),  # LEVIBOT_EXECUTOR: where every job's steps run (instance/executors.py)
 )

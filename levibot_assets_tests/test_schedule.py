@@ -4,8 +4,8 @@ import datetime as dt
 import dagster as dg
 
 from levibot_assets.definitions import ASSETS, build_resources, defs
-from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
-from levibot_assets.schedules import SYMBOL_TAG, nightly_schedule, window_days
+from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_TAG, partition_key
+from levibot_assets.schedules import nightly_schedule, window_days
 from levibot_assets.settings import get_settings
 
 TICK = dt.datetime(2025, 10, 14, 3, 0, tzinfo=dt.timezone.utc)
