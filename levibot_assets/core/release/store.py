@@ -34,11 +34,6 @@ from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, load_from_bytes
 from levibot_assets.core.records import json_text, utc_now
 
-# Still imported from here by core.quality (MISMATCH, MISSING) and core.release.decision (jsonable),
-# which are being changed on other branches: they should import them from core.integrity and
-# core.records, and these two lines then go.
-from levibot_assets.core.integrity import MISMATCH  # noqa: E402,F401
-from levibot_assets.core.records import jsonable  # noqa: E402,F401
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
