@@ -12,7 +12,7 @@ types it, from a fresh instance and a fresh data directory:
 Every executor uses the same instance: the deployment's docker/dagster.yaml (PostgreSQL run, event
 log and schedule storage) on one throwaway PostgreSQL server, one database per executor
 (levibot_assets_tests.postgres). For celery, a redis-server on 127.0.0.1 and two workers `celery -A
-levibot_assets.executors:celery_app worker -Q dagster -c 1` are started as the celery test starts
+levibot_assets.instance.executors:celery_app worker -Q dagster -c 1` are started as the celery test starts
 them (levibot_assets_tests.celery_cluster) before the two commands, and stopped after them; their
 start-up is not part of the executor's wall time. Every process started here is stopped by its PID
 (process group), also on failure.

@@ -115,9 +115,10 @@ def release_report(layout, symbols, test_days) -> list[str]:
     from levibot_assets.core.baselines import BASELINES
     from levibot_assets.core.metrics import roc_auc
     from levibot_assets.core.model_api import MODEL_FAMILIES
-    from levibot_assets.core.predictions import live_rows, live_score, read_predictions, scores_from_predictions
-    from levibot_assets.core.release.deploy import load_decision
+    from levibot_assets.core.predictions import live_rows, live_score, read_predictions
     from levibot_assets.core.release.store import ReleaseError
+    sys.path.insert(0, str(REPO))  # the recorded-decision readers live beside the tests
+    from levibot_assets_tests.recorded import load_decision, scores_from_predictions
 
     candidates = list(MODEL_FAMILIES)  # lgbm, tft, logistic: what best_release may release
     names = candidates + [n for n in BASELINES if n not in candidates]

@@ -2,7 +2,9 @@
 
 Checks are declared with `check_specs` on the assets themselves and evaluated inside the
 materialization of ONE partition (a separate @asset_check taking a partitioned asset as input
-would load every partition). The asset yields `dg.Output(...)` and then the results built here.
+would load every partition). The results built here are computed on the new data BEFORE it is
+written: a failed blocking check keeps the partition's previous files (assets/partition_runs.py);
+the partition's materialization is recorded after the write, its evaluations right after it.
 
 Severity policy: a violation that makes training meaningless (inconsistent candles, infinite
 features, train/test overlap, a broken release) is a blocking ERROR, so nothing downstream runs

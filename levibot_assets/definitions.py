@@ -12,9 +12,9 @@ import dagster as dg
 from levibot_assets.assets.market import build_market_assets
 from levibot_assets.assets.models import build_model_assets
 from levibot_assets.assets.release import build_release_asset
-from levibot_assets.executors import build_executor
+from levibot_assets.instance.executors import build_executor
+from levibot_assets.instance.reaper import dead_run_reaper
 from levibot_assets.jobs import rollback_job
-from levibot_assets.reaper import dead_run_reaper
 from levibot_assets.resources.alerts import WEBHOOK_ENV, AlertResource
 from levibot_assets.resources.market_data import CCXT_OPTIONS_ENV, MarketDataResource
 from levibot_assets.resources.pipeline import PipelineConfig

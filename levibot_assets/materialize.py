@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import dagster as dg
 
-from levibot_assets.partitions import range_tags
+from levibot_assets.partitions import SYMBOL_TAG, range_tags
 from levibot_assets.settings import SettingsError
 
 # The console shows what the assets report (progress of partitions, Optuna trials, TFT epochs),
@@ -78,7 +78,7 @@ def materialize_ranges(
             asset_selection=keys,
             raise_on_error=False,
             run_config=PROGRESS_CONSOLE,
-            tags={**range_tags(start, end, symbol), "levibot/trigger": "cli", "levibot/symbol": symbol},
+            tags={**range_tags(start, end, symbol), "levibot/trigger": "cli", SYMBOL_TAG: symbol},
         )
         run = RangeRun(symbol, start, end, result.success, result.run_id, "" if result.success else _failure_message(result))
         on_run(run)

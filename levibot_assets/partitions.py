@@ -1,4 +1,5 @@
-"""The date x symbol partitions of every asset, their keys and the run tags of a partition range.
+"""The date x symbol partitions of every asset, their keys and the run tags of a partition range
+and of a symbol's runs.
 
 Every asset depends on the same partition of its upstream assets; the trailing windows a model
 reads are looked up on disk (core.tables), so a backfill targets exactly the partitions asked for.
@@ -33,6 +34,9 @@ def parse_partition_key(key: str | dg.MultiPartitionKey) -> tuple[dt.date, str]:
 
 
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+# Every run of one symbol carries it; both dagster.yaml files (and the Helm values) limit it to one
+# run at a time per value, so a symbol's runs execute in the order requested (test_compose_config).
+SYMBOL_TAG = "levibot/symbol"
 
 
 def range_tags(start: dt.date, end: dt.date, symbol: str) -> dict[str, str]:

@@ -14,10 +14,9 @@ import datetime as dt
 
 import dagster as dg
 
-from levibot_assets.partitions import partition_key, range_tags
+from levibot_assets.partitions import SYMBOL_TAG, partition_key, range_tags
 from levibot_assets.resources.pipeline import PipelineConfig
 
-SYMBOL_TAG = "levibot/symbol"
 RAW, FEATURES = dg.AssetKey("raw_ohlcv"), dg.AssetKey("features")
 
 nightly_job = dg.define_asset_job(

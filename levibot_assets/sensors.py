@@ -16,6 +16,7 @@ import json
 import dagster as dg
 
 from levibot_assets.core.alerts import Alert
+from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from levibot_assets.resources.alerts import AlertResource
 
 MAX_RUNS_PER_TICK = 100
@@ -80,7 +81,7 @@ MAX_CAUSE_LINES = 10
 
 def _run_partition(run: dg.DagsterRun) -> str | None:
     """The run's partition, or `start..end` for a partition-range run (a single-run backfill)."""
-    start, end = (run.tags.get(f"dagster/asset_partition_range_{side}") for side in ("start", "end"))
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
     if start and end:
         return start if start == end else f"{start}..{end}"
     return run.tags.get("dagster/partition")

@@ -20,8 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 
 from levibot_assets.core import object_store
 from levibot_assets.core.metrics import METRICS
-
-SOURCES = ("synthetic", "ccxt", "files")
+from levibot_assets.core.sources import SOURCES
 # Runs assumed to share the machine when the Dagster instance config does not say (both shipped
 # dagster.yaml files allow 4: concurrency.runs.max_concurrent_runs).
 DEFAULT_CONCURRENT_RUNS = 4
@@ -145,7 +144,7 @@ class Settings(BaseSettings):
     data_dir: str = _var("LEVIBOT_DATA_DIR", "./data")
     start_date: dt.date = _var("LEVIBOT_START_DATE", dt.date(2025, 10, 1))
     symbols: Annotated[tuple[str, ...], NoDecode] = _var("LEVIBOT_SYMBOLS", ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
-    source: Literal[SOURCES] = _var("LEVIBOT_SOURCE", "synthetic")
+    source: Literal[tuple(SOURCES)] = _var("LEVIBOT_SOURCE", "synthetic")
     exchange: str = _var("LEVIBOT_EXCHANGE", "binance")
     ccxt_options: Annotated[dict, NoDecode] = Field(default_factory=dict, validation_alias="LEVIBOT_CCXT_OPTIONS", repr=False)
     files_dir: Optional[str] = _var("LEVIBOT_FILES_DIR")

@@ -53,12 +53,12 @@ def start_redis(stack: ExitStack, redis_bin: str, workdir: Path, password: str |
 
 
 def start_workers(stack: ExitStack, env: Mapping[str, str], workdir: Path, names=("w1", "w2")) -> dict:
-    """`celery -A levibot_assets.executors:celery_app worker -Q dagster -c 1` per name; waits until each is ready."""
+    """`celery -A levibot_assets.instance.executors:celery_app worker -Q dagster -c 1` per name; waits until each is ready."""
     workers = {}
     for name in names:
         log = workdir / f"worker-{name}.log"
         workers[name] = (stack.enter_context(processes.running(
-            [str(BIN / "celery"), "-A", "levibot_assets.executors:celery_app", "worker", "-Q", "dagster",
+            [str(BIN / "celery"), "-A", "levibot_assets.instance.executors:celery_app", "worker", "-Q", "dagster",
              "-n", f"{name}@%h", "-c", "1", "--without-gossip", "--without-mingle", "-l", "INFO"],
             log, env=env,
         )), log)

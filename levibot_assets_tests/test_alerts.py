@@ -17,7 +17,8 @@ import pytest
 
 from levibot_assets_tests.graph import raw_ohlcv
 from levibot_assets.cli import main
-from levibot_assets.core.alerts import Alert, append_alert, post_webhook, read_alerts
+from levibot_assets.core.alerts import Alert, append_alert, post_webhook
+from levibot_assets.core.atomic import read_text
 from levibot_assets.core.redaction import redact_text, redact_url
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.sources.synthetic import synthetic_day
@@ -31,6 +32,13 @@ from levibot_assets.settings import Settings
 from levibot_assets_tests.conftest import REPO_ROOT
 
 SECRET_PATH = "/services/T000/B000/secret-token"
+
+
+def read_alerts(path: Path) -> list[dict]:
+    """Every alert recorded in alerts.jsonl so far (empty when none was ever sent)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 class Webhook:

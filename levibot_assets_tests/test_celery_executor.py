@@ -4,7 +4,7 @@ and the data directory on S3 (moto's server on 127.0.0.1), as hosts that share n
 Everything runs as local processes with the deployment's commands: `redis-server` (password set, so
 the test also checks that the secret never reaches the run storage), the instance of
 docker/dagster.yaml on a throwaway PostgreSQL, two workers `celery -A
-levibot_assets.executors:celery_app worker -Q dagster -c 1` (w1, w2) and runs launched with
+levibot_assets.instance.executors:celery_app worker -Q dagster -c 1` (w1, w2) and runs launched with
 one orchestrator process that launches them as `dagster asset materialize --partition-range` does
 (it submits every step to the queue; see celery_cluster.py). One test walks through, in order:
 

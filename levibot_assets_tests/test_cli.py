@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from levibot_assets.cli import COMMANDS, main
-from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.release.deploy import current_release_date, publish, read_history
+from levibot_assets.core.tables import atomic_write_parquet
 from levibot_assets.serving import load_current
 from levibot_assets_tests import release_fixtures as rf
 from levibot_assets_tests.conftest import REPO_ROOT

@@ -171,10 +171,13 @@ def test_exchange_pool_is_limited():
     assert pools["default_limit"] >= 1 and pools["granularity"] == "op"
 
 
-def test_runs_of_one_symbol_execute_one_at_a_time():
-    from levibot_assets.schedules import SYMBOL_TAG
+@pytest.mark.parametrize("config", [DOCKER / "dagster.yaml", REPO / "dagster.yaml"], ids=["docker", "local"])
+def test_runs_of_one_symbol_execute_one_at_a_time(config):
+    """Both instance files limit the tag the schedule and `levibot materialize` put on a symbol's runs
+    (the Helm values repeat docker/dagster.yaml's limits: test_k8s_config)."""
+    from levibot_assets.partitions import SYMBOL_TAG
 
-    limits = _yaml("dagster.yaml")["concurrency"]["runs"]["tag_concurrency_limits"]
+    limits = yaml.safe_load(config.read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": SYMBOL_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 

@@ -306,7 +306,8 @@ def test_keys_in_the_options_do_not_make_market_loading_private(standin, candles
 
 
 def test_the_resource_downloads_through_ccxt_options_without_keys(standin, candles, levibot_env):
-    from levibot_assets.resources.market_data import MarketDataResource, ccxt_client
+    from levibot_assets.core.sources.exchange import ccxt_client
+    from levibot_assets.resources.market_data import MarketDataResource
 
     options = json.dumps(standin.ccxt_options())
     levibot_env(source="ccxt", ccxt_options=options)
@@ -385,11 +386,11 @@ def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key
-    from levibot_assets.resources import market_data
+    from levibot_assets.core.sources import exchange as exchange_source
 
     standin.fail(KLINES, raw("[]"), times=6, after=1)  # the last page of the day comes back empty
     client, _ = client_for(standin)
-    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+    monkeypatch.setattr(exchange_source, "ccxt_client", lambda exchange_id, options=None: client)
     settings = levibot_env(source="ccxt")
     with dg.instance_for_test() as instance:
         result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
@@ -434,7 +435,7 @@ def test_a_ban_in_a_year_long_range_run_sends_one_request_and_stops_the_run(stan
     from levibot_assets_tests.graph import raw_ohlcv
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import range_tags
-    from levibot_assets.resources.market_data import ccxt_client
+    from levibot_assets.core.sources.exchange import ccxt_client
 
     until = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(hours=2)
     standin.fail(KLINES, _ban_until(until), times=1000)
@@ -502,7 +503,7 @@ def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_feature
     from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key
-    from levibot_assets.resources import market_data
+    from levibot_assets.core.sources import exchange as exchange_source
 
     i = next(n for n, row in enumerate(candles) if row[0] == ms("2023-03-20 11:40"))
     bad = [candles[i][0], candles[i][1], candles[i][2] * 1000, candles[i][3], candles[i][4] * 1000, candles[i][5]]
@@ -512,7 +513,7 @@ def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_feature
         candles.insert(i + 1, bad)
     with BinanceStandIn(candles) as standin:
         client, _ = client_for(standin)
-        monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+        monkeypatch.setattr(exchange_source, "ccxt_client", lambda exchange_id, options=None: client)
         settings = levibot_env(source="ccxt")
         with dg.instance_for_test() as instance:
             result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,

@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from levibot_assets import executors
+from levibot_assets.instance import executors
 from levibot_assets_tests import processes
 
 

@@ -21,7 +21,7 @@ from dagster._config import validate_config  # noqa: E402
 from dagster_k8s import K8sRunLauncher, k8s_job_executor  # noqa: E402
 from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, get_user_defined_k8s_config  # noqa: E402
 
-from levibot_assets.executors import build_executor  # noqa: E402
+from levibot_assets.instance.executors import build_executor  # noqa: E402
 
 VALUES = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "helm" / "values.yaml").read_text())
 

@@ -37,7 +37,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from levibot_assets.reaper import HOST_TAG, dead_run_reaper, host_name, pid_alive, reap_dead_runs, runs_share_this_host
+from levibot_assets.instance.reaper import HOST_TAG, dead_run_reaper, host_name, pid_alive, reap_dead_runs, runs_share_this_host
 from levibot_assets_tests import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_a_step_waiting_for_the_pool_reaps_the_dead_holder_of_its_slot(monkeypat
     from dagster._core.events import EngineEventData
     from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 
-    from levibot_assets import reaper
+    from levibot_assets.instance import reaper
 
     with dg.instance_for_test() as instance:
         instance.event_log_storage.set_concurrency_slots(POOL, 1)

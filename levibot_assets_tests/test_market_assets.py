@@ -107,8 +107,8 @@ def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypa
     """The ccxt path end to end, offline: a real ccxt.binance serving recorded /api/v3/klines pages."""
     import ccxt
 
+    from levibot_assets.core.sources import exchange as exchange_source
     from levibot_assets.core.sources.exchange import CcxtOhlcvClient
-    from levibot_assets.resources import market_data
     from levibot_assets_tests.test_source_ccxt import DAY, DAY_MS, RecordedBinance, binance, recorded_klines
 
     rows = recorded_klines(DAY_MS - 60_000, 1442)
@@ -116,7 +116,7 @@ def test_ccxt_source_through_dagster_paginates_and_retries(levibot_env, monkeypa
     recorder = RecordedBinance(exchange, rows, failures=[ccxt.NetworkError("connection reset")])
     delays = []
     client = CcxtOhlcvClient(exchange=exchange, sleep=delays.append, rand=lambda: 0.0)  # no jitter
-    monkeypatch.setattr(market_data, "ccxt_client", lambda exchange_id, options=None: client)
+    monkeypatch.setattr(exchange_source, "ccxt_client", lambda exchange_id, options=None: client)
     settings = levibot_env(source="ccxt")
     with dg.instance_for_test() as instance:
         result = _materialize(settings, partition_key(DAY, "BTCUSDT"), instance, selection=[raw_ohlcv])

@@ -64,7 +64,7 @@ def test_the_nightly_graph_runs_on_s3_and_is_served_from_the_pointer(levibot_env
     served_date = current_release_date(layout, rf.SYMBOL)
     assert served_date is not None, "no release promoted on S3 (first release only needs to beat the baselines)"
     assert read_link(layout.current_link(rf.SYMBOL)) == f"../releases/{served_date}/{rf.SYMBOL}"
-    manifest = verify_release(layout.release_dir(served_date, rf.SYMBOL))
+    manifest, _ = verify_release(layout.release_dir(served_date, rf.SYMBOL))
     model = load_current(rf.SYMBOL, settings.data_dir, refresh_s=0)
     assert model.release_date == served_date and model.manifest == manifest
     frame = read_table(layout, "features", NIGHT, rf.SYMBOL).tail(50)
@@ -98,7 +98,7 @@ def test_a_re_release_of_the_date_in_service_never_overwrites_a_file_its_manifes
                                          in_service_id(layout, rf.SYMBOL)))
     after = {str(p): p.read_bytes() for p in release.rglob("*") if p.is_file()}
     assert all(after[key] == data for key, data in first.items() if not key.endswith("manifest.json"))
-    manifest = verify_release(release)  # the manifest PUT switched it to the second model's file
+    manifest, _ = verify_release(release)  # the manifest PUT switched it to the second model's file
     assert release_file(release, "lgbm.txt", manifest["files"]["lgbm.txt"]["sha256"]).read_text() == "second"
 
 

@@ -20,10 +20,10 @@ from sklearn.preprocessing import StandardScaler
 
 from levibot_assets_tests.graph import best_release
 from levibot_assets.cli import main
-from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.baselines import LOGISTIC_C_GRID, LOGISTIC_FILE, LogisticClassifier, fit_logistic
 from levibot_assets.core.evaluation import Scoring, evaluate_models
 from levibot_assets.core.features import FEATURE_COLUMNS
+from levibot_assets.core.integrity import sha256_file
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import roc_auc
 from levibot_assets.core.model_api import TrainedModel, model_class
@@ -32,18 +32,19 @@ from levibot_assets.core.predictions import (
     live_score,
     predictions_frame,
     read_predictions,
-    scores_from_predictions,
     write_predictions,
 )
 from levibot_assets.core.release.decision import DecisionPolicy, decide, evaluate_with_champion
-from levibot_assets.core.release.deploy import current_release_date, load_decision, publish
-from levibot_assets.core.release.store import ReleaseError, load_release, sha256_file, verify_release
+from levibot_assets.core.release.deploy import current_release_date, publish
+from levibot_assets.core.release.store import ReleaseError, load_release, verify_release
+from levibot_assets.core.tables import atomic_write_parquet
 from levibot_assets.partitions import partition_key
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.settings import Settings
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets.serving import load_current
 from levibot_assets_tests import release_fixtures as rf
+from levibot_assets_tests.recorded import load_decision, scores_from_predictions
 
 SCORING = Scoring(horizon=15, fee_bps=10.0, trade_share=0.1)  # the default label horizon, fee and share
 D1, D2 = dt.date(2025, 10, 3), rf.TEST_DATE  # 2025-10-03, 2025-10-04
@@ -82,7 +83,7 @@ def test_logistic_release_is_json_hashed_and_loaded_by_the_serving_loader(tmp_pa
     layout = DataLayout(tmp_path / "data")
     publish(layout, rf.released_decision(rf.TEST_DATE, rf.SYMBOL, logistic))
     release_dir = layout.release_dir(rf.TEST_DATE, rf.SYMBOL)
-    manifest = verify_release(release_dir)
+    manifest, _ = verify_release(release_dir)
     assert manifest["model_type"] == "logistic"
     assert manifest["files"] == {LOGISTIC_FILE: {"sha256": sha256_file(release_dir / LOGISTIC_FILE)}}
     stored = json.loads((release_dir / LOGISTIC_FILE).read_text())  # plain numbers, nothing to unpickle

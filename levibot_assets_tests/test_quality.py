@@ -8,8 +8,8 @@ import pytest
 
 from levibot_assets.core import quality
 from levibot_assets.core.features import FEATURE_COLUMNS, MAX_LOOKBACK, compute_features
+from levibot_assets.core.integrity import sha256_file
 from levibot_assets.core.ohlcv import frame_from_rows, select_day
-from levibot_assets.core.release.store import sha256_file
 from levibot_assets.core.sources.synthetic import synthetic_day
 
 DAY = dt.date(2025, 10, 13)

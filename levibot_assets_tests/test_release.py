@@ -20,9 +20,9 @@ import pytest
 from levibot_assets_tests.graph import features, raw_ohlcv
 from levibot_assets_tests.graph import lgbm_model, tft_model
 from levibot_assets_tests.graph import best_release
-from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.dataset import align_to_rows
 from levibot_assets.core.evaluation import Scoring
+from levibot_assets.core.integrity import sha256_file
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.metrics import classification_scores
 from levibot_assets.core.release.decision import CHAMPION, Champion, DecisionPolicy, beats, decide, evaluate_with_champion
@@ -30,7 +30,6 @@ from levibot_assets.core.release.deploy import (
     current_release_date,
     in_service_id,
     list_releases,
-    load_decision,
     publish,
     read_history,
     read_summary,
@@ -41,9 +40,9 @@ from levibot_assets.core.release.store import (
     ReleaseError,
     load_release,
     read_manifest,
-    sha256_file,
     verify_release,
 )
+from levibot_assets.core.tables import atomic_write_parquet
 from levibot_assets.definitions import build_resources
 from levibot_assets.jobs import rollback_job
 from levibot_assets.partitions import partition_key
@@ -51,6 +50,7 @@ from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.settings import Settings
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets_tests import release_fixtures as rf
+from levibot_assets_tests.recorded import load_decision
 from levibot_assets_tests.conftest import REPO_ROOT
 
 D0, D1, D2 = dt.date(2025, 10, 2), dt.date(2025, 10, 3), dt.date(2025, 10, 4)
@@ -114,7 +114,7 @@ def test_first_release_only_needs_to_beat_the_baselines(layout, skill):
 
     release_dir = layout.release_dir(rf.TEST_DATE, rf.SYMBOL)
     assert os.readlink(layout.current_link(rf.SYMBOL)) == f"../releases/{rf.TEST_DATE}/{rf.SYMBOL}"
-    manifest = verify_release(release_dir)
+    manifest, _ = verify_release(release_dir)
     assert manifest["files"] == {"skill.json": {"sha256": sha256_file(release_dir / "skill.json")}}
     assert manifest["model_type"] == "skill" and manifest["trained_on"] == ["features/x/BTCUSDT"]
     assert manifest["metrics"]["candidates"]["skill"]["auc"] == pytest.approx(evaluation.scores["skill"]["auc"])

@@ -1,8 +1,8 @@
 """best_release's checks when nothing beats the baselines: no release, a failed WARN check."""
 import dagster as dg
 
-from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.layout import DataLayout
+from levibot_assets.core.tables import atomic_write_parquet
 from levibot_assets.resources.storage import StorageResource
 from levibot_assets_tests import release_fixtures as rf
 

@@ -5,8 +5,8 @@ import dagster as dg
 
 from levibot_assets.definitions import build_resources
 from levibot_assets_tests.graph import ASSETS, DEFS as defs, SETTINGS, nightly_schedule
-from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
-from levibot_assets.schedules import SYMBOL_TAG, window_days
+from levibot_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_TAG, partition_key
+from levibot_assets.schedules import window_days
 from levibot_assets.settings import get_settings
 
 TICK = dt.datetime(2025, 10, 14, 3, 0, tzinfo=dt.timezone.utc)

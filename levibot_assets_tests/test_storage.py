@@ -11,14 +11,15 @@ import textwrap
 import pandas as pd
 import pytest
 
-from levibot_assets.core import atomic
-from levibot_assets.core.atomic import DamagedFile, atomic_symlink, atomic_write_bytes, atomic_write_parquet, read_bytes
+from levibot_assets.core import atomic, integrity
+from levibot_assets.core.atomic import atomic_symlink, atomic_write_bytes, read_bytes
 from levibot_assets.core.dataset import load_feature_window
 from levibot_assets.core.features import compute_features
+from levibot_assets.core.integrity import DamagedFile
 from levibot_assets.core.layout import DataLayout, checksum_file
 from levibot_assets.core.predictions import COLUMNS, read_predictions, write_predictions
 from levibot_assets.core.sources.synthetic import synthetic_day
-from levibot_assets.core.tables import read_table, write_table
+from levibot_assets.core.tables import atomic_write_parquet, read_table, write_table
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -169,7 +170,7 @@ def test_a_writer_killed_between_checksum_and_file_leaves_the_old_file_readable(
     old, new = synthetic_day("BTCUSDT", day), synthetic_day("BTCUSDT", day + dt.timedelta(days=1))
     write_table(layout, "raw_ohlcv", day, "BTCUSDT", old)
     path = layout.table("raw_ohlcv", day, "BTCUSDT")
-    plain_write = atomic.atomic_write_bytes
+    plain_write = integrity.atomic_write_bytes
 
     def killed(target, data):
         if target == path:
@@ -177,7 +178,7 @@ def test_a_writer_killed_between_checksum_and_file_leaves_the_old_file_readable(
         return plain_write(target, data)
 
     for _ in range(2):  # two kills in a row
-        monkeypatch.setattr(atomic, "atomic_write_bytes", killed)
+        monkeypatch.setattr(integrity, "atomic_write_bytes", killed)
         with pytest.raises(KeyboardInterrupt):
             write_table(layout, "raw_ohlcv", day, "BTCUSDT", new)
         monkeypatch.undo()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond the Python ones: a PostgreSQL server (deployment topology
-# and shared Optuna storage tests), redis-server (broker of the Celery executor test) and Chromium + chromedriver (browser test of the Dagster UI).
+# and shared Optuna storage tests), redis-server (broker of the Celery executor test) and Chromium, run headless (browser test of the Dagster UI).
 # Idempotent and instant when everything is present: apt-get runs only for what is missing.
 # Debian/Ubuntu only; elsewhere it says what to install and fails.
 set -euo pipefail
@@ -14,10 +14,9 @@ have_postgres_server() {
 have_postgres_server || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || dpkg -s chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || dpkg -s chromium-driver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system deps: all present (postgresql, redis-server, chromium, chromium-driver)"
+    echo "system deps: all present (postgresql, redis-server, chromium)"
     exit 0
 fi
 

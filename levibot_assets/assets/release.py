@@ -27,32 +27,30 @@ from levibot_assets.core.predictions import (
     LIVE_WINDOW_DAYS, live_score, predictions_frame, recent_predictions, write_predictions,
 )
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
-from levibot_assets.core.release.deploy import current_release_date, current_release_dir, in_service_id, publish
-from levibot_assets.core.release.store import ReleaseError, release_id
+from levibot_assets.core.release.deploy import current_release_dir, publish, release_dir_id
+from levibot_assets.core.release.store import ReleaseError, load_release, release_id
 from levibot_assets.core.reports import release_views
 from levibot_assets.resources.pipeline import PipelineConfig
 from levibot_assets.resources.storage import StorageResource
-from levibot_assets.serving import NoRelease, load_current
 
 
 def _champion_model(storage: StorageResource, symbol: str, log) -> tuple:
     """(model or None, Champion or None): the release in service, loaded after hash verification.
 
-    The Champion carries the id of what was scored, which publish re-checks under its lock. For a
-    champion that cannot be loaded it is the id read before trying, so a swap meanwhile is caught.
+    current/<SYMBOL> is read once. The Champion carries the id of what was scored, which publish
+    re-checks under its lock; for a champion that cannot be loaded it is the id of the release
+    directory read before trying, so a re-run of that date meanwhile is caught too.
     """
-    in_service = in_service_id(storage.layout, symbol)
-    try:
-        served = load_current(symbol, storage.data_dir)
-    except NoRelease:
+    release_dir = current_release_dir(storage.layout, symbol)
+    if release_dir is None:
         return None, None
+    in_service = release_dir_id(release_dir)
+    try:
+        model, manifest = load_release(release_dir)
     except ReleaseError as exc:  # tampered or damaged: it cannot be scored, the challenger may replace it
         log.warning(f"the release in service for {symbol} cannot be loaded: {exc}")
-        release_date = current_release_date(storage.layout, symbol) or "unknown"
-        return None, Champion(release_date=release_date, model_type="unknown", release_id=in_service, error=str(exc))
-    return served.model, Champion(
-        release_date=served.release_date, model_type=served.model_type, release_id=release_id(served.manifest)
-    )
+        return None, Champion(release_date=release_dir.parent.name, model_type="unknown", release_id=in_service, error=str(exc))
+    return model, Champion(release_date=manifest["date"], model_type=manifest["model_type"], release_id=release_id(manifest))
 
 
 def _trained_candidates(layout, date, symbol: str, log) -> tuple[dict, list[str]]:

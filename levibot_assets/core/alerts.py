@@ -14,9 +14,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from levibot_assets.core.atomic import append_line, read_text
+from levibot_assets.core.atomic import append_line
 from levibot_assets.core.redaction import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,6 @@ def append_alert(path: Path, alert: Alert) -> None:
 def redacted(alert: Alert) -> Alert:
     """The alert with URL credentials removed from its title and details (they quote error messages)."""
     return replace(alert, title=redact_text(alert.title), details=redact_text(alert.details))
-
-
-def read_alerts(path: Path) -> list[dict[str, Any]]:
-    """All alerts recorded so far (empty when none was ever sent)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 def post_webhook(url: str, text: str, retries: int = 3, backoff_s: float = 0.5, timeout_s: float = 5.0) -> bool:

@@ -6,15 +6,10 @@ same thing on both, by the means each has (rename and symlink here, single PUTs 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import io
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from levibot_assets.core import object_store
-from levibot_assets.core.layout import checksum_file
 
 
 def fsync_dir(directory: Path) -> None:
@@ -121,13 +116,6 @@ def append_line(path: str | os.PathLike, line: str) -> Path:
     return path
 
 
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    """Serialise deterministically: the same frame always gives the same bytes."""
-    buffer = io.BytesIO()
-    df.to_parquet(buffer, engine="pyarrow", index=False, compression="zstd", write_page_checksum=True)
-    return buffer.getvalue()
-
-
 def read_bytes(path) -> bytes:
     """The whole file, as one version of it: on an object store a single GET (see core.object_store)."""
     return object_store.get(path) if object_store.is_remote(path) else Path(path).read_bytes()
@@ -135,64 +123,6 @@ def read_bytes(path) -> bytes:
 
 def read_text(path, errors: str = "strict") -> str:
     return read_bytes(path).decode("utf-8", errors)
-
-
-class DamagedFile(ValueError):
-    """A stored file whose bytes have none of the sha256 recorded beside it (bit rot, a bad copy)."""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _accepted(path) -> list[str] | None:
-    """The sha256 listed in the file's checksum file; None when it has none (written before checksums)."""
-    try:
-        return read_text(checksum_file(path), errors="replace").split()
-    except FileNotFoundError:
-        return None
-
-
-def atomic_write_checked(path, data: bytes) -> Path:
-    """Write `data` atomically, its sha256 in the checksum file beside it (layout.checksum_file).
-
-    Two files cannot be replaced as one, so the checksum file is written first and lists the new
-    sha256 and that of the file being replaced (when that one still verified). A writer killed
-    between the two writes leaves the old file, which still matches: no kill leaves a file that its
-    checksum refuses, locally or on an object store (one PUT each). Two writers of one partition at
-    once write the same bytes (sources and parquet_bytes are deterministic), hence the same sha256.
-    """
-    digests = [sha256_hex(data)]
-    try:
-        old = read_bytes(path)
-    except FileNotFoundError:
-        old = None
-    if old is not None:
-        accepted = _accepted(path)
-        if accepted is None or sha256_hex(old) in accepted:
-            digests.append(sha256_hex(old))
-    atomic_write_text(checksum_file(path), "\n".join(dict.fromkeys(digests)) + "\n")
-    return atomic_write_bytes(path, data)
-
-
-def read_checked(path) -> bytes:
-    """The file's bytes after checking them against its checksum file; DamagedFile if they match none.
-
-    The data is read before its checksum file (the reverse of the writer), so a reader racing one
-    writer always finds the version it read listed; a second look covers a reader overtaken by two.
-    A file without a checksum file (written before they existed) is returned as it is.
-    """
-    for _ in range(2):
-        data = read_bytes(path)
-        accepted = _accepted(path)
-        if accepted is None or sha256_hex(data) in accepted:
-            return data
-    raise DamagedFile(f"{path} is damaged: its sha256 is not the one recorded in {checksum_file(path).name}")
-
-
-def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
-    """A parquet file (with page checksums) and its sha256 beside it: tables.read_parquet_file verifies both."""
-    return atomic_write_checked(path, parquet_bytes(df))
 
 
 def set_link(link, target) -> None:

@@ -31,7 +31,7 @@ def partition_label(date: dt.date | str, symbol: str) -> str:
 
 
 def checksum_file(path):
-    """`<file>.sha256` beside a stored data file: the sha256 its reader accepts (core.atomic.write_checked)."""
+    """`<file>.sha256` beside a stored data file: the sha256 its reader accepts (core.integrity.write_checked)."""
     return path.with_name(f"{path.name}.sha256")
 
 

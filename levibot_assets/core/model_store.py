@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, read_text
+from levibot_assets.core.integrity import MISSING, sha256_bytes, verify
 from levibot_assets.core.layout import DataLayout, partition_label
 from levibot_assets.core.model_api import TrainedModel, load_from_bytes, model_asset_name, model_class
-from levibot_assets.core.release.store import MISSING, check_paths, sha256_bytes
 from levibot_assets.core.tables import MissingPartition, missing_partition
 
 FILES_KEY = "model_files_sha256"  # in the metrics file: {file name: sha256} of the model files it goes with
@@ -49,7 +49,7 @@ def load_trained_model(layout: DataLayout, model_type: str, date: dt.date | str,
     directory = layout.model_dir(date, symbol)
     if expected is None:  # metrics written before they recorded the files (local disk only)
         return TrainedModel(model=model_class(model_type).load(directory), metrics=metrics)
-    contents, problems = check_paths({name: (directory / name, sha256) for name, sha256 in expected.items()})
+    contents, problems = verify({name: (directory / name, sha256) for name, sha256 in expected.items()})
     if problems:
         name, problem = next(iter(problems.items()))
         raise MissingPartition(

@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from levibot_assets.core.atomic import atomic_write_parquet
 from levibot_assets.core.evaluation import Evaluation
 from levibot_assets.core.layout import DataLayout, date_str, partition_label
 from levibot_assets.core.metrics import roc_auc
-from levibot_assets.core.tables import read_parquet_file
+from levibot_assets.core.tables import atomic_write_parquet, read_parquet_file
 
 CHAMPION = "champion"
 COLUMNS = ("timestamp", "model", "role", "p_up", "label", "scored", "release")
@@ -66,7 +65,7 @@ def predictions_frame(evaluation: Evaluation, champion_release: str | None = Non
 
 
 def write_predictions(layout: DataLayout, date: dt.date | str, symbol: str, frame: pd.DataFrame) -> Path:
-    """Atomically replace predictions/<date>/<SYMBOL>.parquet (core.atomic)."""
+    """Atomically replace predictions/<date>/<SYMBOL>.parquet, its sha256 beside it (core.tables)."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"predictions for {partition_label(date, symbol)} lack columns {missing}")
@@ -88,14 +87,6 @@ def recent_predictions(layout: DataLayout, symbol: str, before: dt.date | str, d
         return {}
     dates = [d for d in prediction_dates(layout, symbol) if d < date_str(before)][-days:]
     return {day: read_predictions(layout, day, symbol) for day in dates}
-
-
-def scores_from_predictions(frame: pd.DataFrame) -> dict[str, float]:
-    """{model: AUC over its scored rows}, recomputed from a predictions table alone."""
-    out = {}
-    for name, rows in frame.loc[frame["scored"].astype(bool)].groupby("model", sort=False):
-        out[str(name)] = roc_auc(rows["label"].to_numpy(), rows["p_up"].to_numpy())
-    return out
 
 
 def live_rows(frame: pd.DataFrame, date: dt.date | str) -> pd.DataFrame:

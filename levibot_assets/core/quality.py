@@ -30,7 +30,8 @@ from levibot_assets.core.ohlcv import (
     zero_volume_streaks,
 )
 from levibot_assets.core.metrics import higher_is_better
-from levibot_assets.core.release.store import MISMATCH, MISSING, check_files
+from levibot_assets.core.integrity import MISMATCH, MISSING
+from levibot_assets.core.release.store import check_files
 
 LABEL_SHARE_BOUNDS = (0.30, 0.70)  # share of "up" labels outside this suggests a broken label
 # A spike: a bar's high or low this many times away from the median close of the bars on both sides.

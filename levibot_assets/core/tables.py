@@ -1,7 +1,7 @@
 """Dated parquet tables (raw_ohlcv, features): one file per (asset, date, symbol).
 
 Assets read and write them one partition at a time, so a range run holds one day in memory, not
-the range. Writes are atomic and record the file's sha256 beside it (core.atomic.atomic_write_parquet);
+the range. Writes are atomic and record the file's sha256 beside it (atomic_write_parquet);
 every read checks it and the pages' own checksums, and refuses a damaged file naming it and the
 partition to materialize again, so a flipped bit never reaches a feature or a model.
 """
@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 import pyarrow
 
-from levibot_assets.core.atomic import DamagedFile, atomic_write_parquet, read_checked
+from levibot_assets.core.integrity import DamagedFile, read_checked, write_checked
 from levibot_assets.core.layout import DataLayout, partition_label
 
 
 class MissingPartition(FileNotFoundError):
     """An upstream partition that was never materialized (the message says what to run)."""
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """Serialise deterministically: the same frame always gives the same bytes."""
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, engine="pyarrow", index=False, compression="zstd", write_page_checksum=True)
+    return buffer.getvalue()
+
+
+def atomic_write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
+    """A parquet file (with page checksums) and its sha256 beside it: read_parquet_file verifies both."""
+    return write_checked(path, parquet_bytes(df))
 
 
 def write_table(layout: DataLayout, asset: str, date: dt.date | str, symbol: str, frame: pd.DataFrame) -> Path:

@@ -1,1 +1,1 @@
-"""Dagster resources: storage, market data, IO managers, alerting."""
+"""Dagster resources: storage (the data directory), market data, pipeline settings, alerting."""

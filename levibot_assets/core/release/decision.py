@@ -36,7 +36,8 @@ from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import Classifier, TrainedModel
 from levibot_assets.core.predictions import predictions_frame
 from levibot_assets.core.release.evidence import gather_evidence, record_metric
-from levibot_assets.core.release.store import ReleaseError, jsonable
+from levibot_assets.core.records import jsonable
+from levibot_assets.core.release.store import ReleaseError
 
 # champion_id of a decision made with nothing in service; deploy.in_service_id says the same when
 # no current/<SYMBOL> link exists, so the re-check under the symbol lock compares like with like.

@@ -42,17 +42,14 @@ from levibot_assets.core.layout import DataLayout, date_str
 from levibot_assets.core.metrics import higher_is_better
 from levibot_assets.core.model_api import MODEL_FAMILIES
 from levibot_assets.core.release.decision import NOTHING_IN_SERVICE, ReleaseDecision, is_score
+from levibot_assets.core.records import json_text, jsonable, utc_now
 from levibot_assets.core.release.store import (
-    MANIFEST,
     ReleaseError,
-    release_file,
     install_dir,
-    json_text,
-    jsonable,
     read_manifest,
+    release_file,
     release_id,
     stage_release,
-    utc_now,
     verify_release,
 )
 
@@ -104,12 +101,15 @@ def current_release_date(layout: DataLayout, symbol: str) -> str | None:
 def in_service_id(layout: DataLayout, symbol: str) -> str:
     """release_id of what current/<SYMBOL> points at, NOTHING_IN_SERVICE, or `<date>@unreadable`."""
     target = current_release_dir(layout, symbol)
-    if target is None:
-        return NOTHING_IN_SERVICE
+    return NOTHING_IN_SERVICE if target is None else release_dir_id(target)
+
+
+def release_dir_id(release_dir: Path) -> str:
+    """release_id of the release in `release_dir`, or `<date>@unreadable` when its manifest is not readable."""
     try:
-        return release_id(read_manifest(target))
+        return release_id(read_manifest(release_dir))
     except ReleaseError:
-        return f"{target.parent.name}@unreadable"
+        return f"{release_dir.parent.name}@unreadable"
 
 
 def _point_current(layout: DataLayout, date: str, symbol: str) -> None:
@@ -311,6 +311,17 @@ def _change_service(layout: DataLayout, symbol: str, event: dict, date: str, sta
     return event
 
 
+def _manifest_record(decision: ReleaseDecision) -> dict:
+    """What the manifest of a promoted release records of the decision that made it."""
+    return {
+        "select_metric": decision.select_metric,
+        "params": decision.params,
+        "metrics": decision.metrics,
+        "trained_on": decision.trained_on,
+        "decision": decision.to_json(),
+    }
+
+
 def _summary_entry(decision: ReleaseDecision, current: str | None) -> dict:
     """The whole decision (without the model) plus which release is in service after it."""
     return {**decision.to_json(), "current_release": current}
@@ -321,14 +332,14 @@ def publish(layout: DataLayout, decision: ReleaseDecision) -> dict:
 
     Under the symbol lock: repair history, re-check the champion, stage the release, then
     `_change_service` (history event -> release dir -> current/<SYMBOL> -> best links). The summary
-    (per-date lock) comes last; load_decision falls back to the manifest if a crash skips it.
+    (per-date lock) comes last; a crash that skips it leaves the decision in the released manifest.
     """
     symbol, date = decision.symbol, decision.date
     with file_lock(layout, f"release-{symbol}"):
         _repair_history(layout, symbol)
         if decision.released:
             _check_champion(layout, decision)
-            staging, new_id = stage_release(layout, decision)
+            staging, new_id = stage_release(layout, date, symbol, decision.model, _manifest_record(decision))
             try:
                 _change_service(layout, symbol, {
                     "event": "promote",
@@ -345,21 +356,6 @@ def publish(layout: DataLayout, decision: ReleaseDecision) -> dict:
     entry = _summary_entry(decision, current)
     update_summary(layout, date, symbol, entry)
     return entry
-
-
-def load_decision(layout: DataLayout, date: dt.date | str, symbol: str) -> ReleaseDecision:
-    """The latest decision recorded for a (date, symbol) in summary.json.
-
-    If a crash came between the link swap and the summary update, the released manifest has it.
-    """
-    date = date_str(date)
-    entry = read_summary(layout, date).get("symbols", {}).get(symbol)
-    if entry is not None:
-        return ReleaseDecision.from_json(entry)
-    release_dir = layout.release_dir(date, symbol)
-    if (release_dir / MANIFEST).exists():
-        return ReleaseDecision.from_json(read_manifest(release_dir)["decision"])
-    raise ReleaseError(f"no release decision recorded for {date}|{symbol}: materialize best_release for it first")
 
 
 # ----------------------------------------------------------------------------- listing and rollback
@@ -406,7 +402,7 @@ def released_symbols(layout: DataLayout) -> list[str]:
 
 def _release_info(layout: DataLayout, date: str, symbol: str, current: bool) -> ReleaseInfo:
     try:
-        manifest = verify_release(layout.release_dir(date, symbol))
+        manifest, _ = verify_release(layout.release_dir(date, symbol))
     except ReleaseError as exc:
         return ReleaseInfo(date, symbol, None, None, None, None, None, current, str(exc))
     scores = manifest.get("decision", {}).get("scores") or {}
@@ -454,7 +450,7 @@ def resolve_target(layout: DataLayout, symbol: str, to: str) -> str:
     if to == "previous":
         current = current_release_date(layout, symbol)
         if current is None:
-            raise ReleaseError(f"{symbol} has no release in service, so there is no 'previous': give --to YYYY-MM-DD")
+            raise ReleaseError(f"{symbol} has no release in service, so there is no 'previous': name a release date (YYYY-MM-DD)")
         older = [d for d in dates if d < current]
         if not older:
             raise ReleaseError(f"{symbol}: the release in service ({current}) is the oldest; nothing to roll back to")
@@ -462,7 +458,7 @@ def resolve_target(layout: DataLayout, symbol: str, to: str) -> str:
     try:
         date = dt.date.fromisoformat(to).isoformat()
     except ValueError:
-        raise ReleaseError(f"--to {to!r} is neither 'previous' nor a YYYY-MM-DD date") from None
+        raise ReleaseError(f"rollback target {to!r} is neither 'previous' nor a YYYY-MM-DD date") from None
     if date not in dates:
         raise ReleaseError(f"{symbol} has no release dated {date} (releases: {', '.join(dates)})")
     return date
@@ -473,6 +469,6 @@ def rollback(layout: DataLayout, symbol: str, to: str) -> dict:
     with file_lock(layout, f"release-{symbol}"):
         _repair_history(layout, symbol)
         target = resolve_target(layout, symbol, to)
-        manifest = verify_release(layout.release_dir(target, symbol))
+        manifest, _ = verify_release(layout.release_dir(target, symbol))
         event = {"event": "rollback", "release_id": release_id(manifest), "model_type": manifest["model_type"], "requested": to}
         return _change_service(layout, symbol, event, target)

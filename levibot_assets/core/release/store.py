@@ -7,37 +7,33 @@ and put in place with one rename (an atomic renameat2 exchange when an older cop
 reader sees the old release or the new one, never a mix. On an object store (no rename) the files
 are uploaded under their content, `<SYMBOL>/<sha256[:16]>/<name>`, never overwriting a file another
 manifest lists, and the manifest PUT last is the one write that switches to the new release.
-Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest,
-and `check_paths` is the one comparison of files against their sha256 that the loader, the listing,
-the quality rule and the model store all go through.
+Checkpoints are pickles: models are only ever loaded from bytes whose sha256 matched the manifest
+(`verify_release`; the loader, the listing, rollback and the quality rule all go through it or its
+`check_files`, both resting on core.integrity.verify). The manifest is built from plain values, so
+this module knows nothing of the decision that made the release.
 
 Which release is in service, and the history of that, is release.deploy's concern.
 """
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import errno
-import hashlib
 import json
-import math
 import os
 import platform
 import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
-
-import numpy as np
+from typing import Any, Mapping
 
 from levibot_assets.core import object_store
-from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_bytes, read_text
+from levibot_assets.core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_text
+from levibot_assets.core.integrity import MISSING, sha256_bytes, sha256_file, verify
 from levibot_assets.core.layout import DataLayout
 from levibot_assets.core.model_api import Classifier, load_from_bytes
+from levibot_assets.core.records import json_text, utc_now
 
-if TYPE_CHECKING:  # decision imports this module; the manifest only needs the record's fields
-    from levibot_assets.core.release.decision import ReleaseDecision
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -45,50 +41,13 @@ LIBRARIES = (
     "levibot_assets", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "optuna",
     "torch", "lightning", "pytorch-forecasting", "dagster",
 )
-# What check_files says of a listed file that is absent or whose bytes have another sha256.
-MISSING, MISMATCH = "missing", "mismatch"
 
 
 class ReleaseError(RuntimeError):
     """A release cannot be written, found, verified or rolled back to; the message says why."""
 
 
-# ----------------------------------------------------------------------------- JSON, hashes, versions
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars become Python numbers, NaN/inf become null."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(jsonable(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# ----------------------------------------------------------------------------- versions
 
 
 def library_versions() -> dict[str, str | None]:
@@ -143,34 +102,12 @@ def read_manifest(release_dir: Path) -> dict:
 
 
 def check_files(directory: Path, expected_sha256: Mapping[str, str | None]) -> tuple[dict[str, bytes], dict[str, str]]:
-    """check_paths for the named files of a release directory (where release_file keeps them)."""
-    return check_paths({name: (release_file(directory, name, sha256), sha256) for name, sha256 in expected_sha256.items()})
+    """integrity.verify of the named files of a release directory (where release_file keeps them)."""
+    return verify({name: (release_file(directory, name, sha256), sha256) for name, sha256 in expected_sha256.items()})
 
 
-def check_paths(files: Mapping[str, tuple[Path, str | None]]) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Read each file {name: (path, sha256)} once: (bytes of those matching their sha256, problems).
-
-    `problems` maps each other name, in the order given, to MISSING (absent or not a file) or
-    MISMATCH. The bytes returned are the ones that were hashed, so a caller can use them without a
-    second read that could see another file.
-    """
-    contents: dict[str, bytes] = {}
-    problems: dict[str, str] = {}
-    for name, (path, sha256) in files.items():
-        try:
-            data = read_bytes(path)
-        except (FileNotFoundError, IsADirectoryError):
-            problems[name] = MISSING
-            continue
-        if sha256_bytes(data) != sha256:
-            problems[name] = MISMATCH
-            continue
-        contents[name] = data
-    return contents, problems
-
-
-def verified_files(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
-    """The manifest and the bytes of every listed file, each checked against its sha256."""
+def verify_release(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and the bytes of every listed file, each checked against its sha256; else ReleaseError."""
     manifest = read_manifest(release_dir)
     contents, problems = check_files(release_dir, {name: info.get("sha256") for name, info in manifest["files"].items()})
     if problems:
@@ -184,18 +121,12 @@ def verified_files(release_dir: Path) -> tuple[dict, dict[str, bytes]]:
     return manifest, contents
 
 
-def verify_release(release_dir: Path) -> dict:
-    """Raise ReleaseError unless every file of the release matches its manifest; return the manifest."""
-    manifest, _ = verified_files(release_dir)
-    return manifest
-
-
 def load_release(release_dir: Path) -> tuple[Classifier, dict]:
     """Load a release's model from the bytes that passed verification (a private copy, not the paths).
 
     Loading from a private copy closes the gap between checking a file and unpickling it.
     """
-    manifest, contents = verified_files(release_dir)
+    manifest, contents = verify_release(release_dir)
     return load_from_bytes(manifest["model_type"], contents), manifest
 
 
@@ -266,43 +197,43 @@ def _remove_stale_staging(layout: DataLayout, symbol: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def build_manifest(decision: ReleaseDecision, files: dict[str, str], model_type: str) -> dict:
+def build_manifest(date: str, symbol: str, model_type: str, files: Mapping[str, str], record: Mapping[str, Any]) -> dict:
+    """The manifest of a release: its files' sha256, what `record` says of it (decision, params,
+    metrics, training data), the library versions and when it was written."""
     return {
+        **record,
         "format": MANIFEST_FORMAT,
-        "date": decision.date,
-        "symbol": decision.symbol,
+        "date": date,
+        "symbol": symbol,
         "model_type": model_type,
-        "select_metric": decision.select_metric,
         "files": {name: {"sha256": digest} for name, digest in sorted(files.items())},
-        "params": decision.params,
-        "metrics": decision.metrics,
-        "trained_on": decision.trained_on,
-        "decision": decision.to_json(),
         "libraries": library_versions(),
         "created_at": utc_now(),
     }
 
 
-def stage_release(layout: DataLayout, decision: ReleaseDecision) -> tuple[Path, str]:
-    """Write model files then manifest.json into a staging directory, fsynced; (staging, its release_id).
+def stage_release(
+    layout: DataLayout, date: str, symbol: str, model: Classifier | None, record: Mapping[str, Any]
+) -> tuple[Path, str]:
+    """Write the model's files then manifest.json into a staging directory, fsynced; (staging, its release_id).
 
     The caller holds the symbol lock and puts the staging directory in place with install_dir
     (deploy._change_service).
     """
-    if decision.model is None:
-        raise ReleaseError(f"{decision.date}|{decision.symbol}: a released decision carries no model to write")
-    _remove_stale_staging(layout, decision.symbol)
+    if model is None:
+        raise ReleaseError(f"{date}|{symbol}: a released decision carries no model to write")
+    _remove_stale_staging(layout, symbol)
     if layout.remote:
-        staging = Path(tempfile.mkdtemp(prefix=f"levibot-release-{decision.symbol}-"))
+        staging = Path(tempfile.mkdtemp(prefix=f"levibot-release-{symbol}-"))
     else:
-        staging = layout.release_staging_dir(decision.date, decision.symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
+        staging = layout.release_staging_dir(date, symbol, f"{os.getpid()}-{os.urandom(4).hex()}")
         staging.mkdir(parents=True)
     try:
-        written = [Path(p) for p in decision.model.save(staging)]
+        written = [Path(p) for p in model.save(staging)]
         if not written:
-            raise ReleaseError(f"{decision.model.model_type}.save wrote no files")
+            raise ReleaseError(f"{model.model_type}.save wrote no files")
         files = {p.name: sha256_file(p) for p in written}
-        text = json_text(build_manifest(decision, files, decision.model.model_type))
+        text = json_text(build_manifest(date, symbol, model.model_type, files, record))
         atomic_write_text(staging / MANIFEST, text)
         fsync_dir(staging)
     except BaseException:

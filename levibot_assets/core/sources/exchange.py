@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 import os
 import random
@@ -47,6 +48,7 @@ import re
 import socket
 import threading
 import time
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 import ccxt
@@ -396,3 +398,10 @@ def _make_exchange(exchange_id: str, options: Mapping[str, Any]) -> ccxt.Exchang
         if name in exchange.options:
             exchange.options[name] = False
     return exchange
+
+
+@lru_cache(maxsize=8)
+def ccxt_client(exchange_id: str, options: str | None = None) -> CcxtOhlcvClient:
+    """One client per exchange, options and process: markets are loaded once, the rate limiter is
+    shared. `options`: the JSON object of LEVIBOT_CCXT_OPTIONS (a string, so it can be a cache key)."""
+    return CcxtOhlcvClient(exchange_id=exchange_id, options=json.loads(options) if options else {})

@@ -72,7 +72,7 @@ from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 from dagster._daemon.monitoring.run_monitoring import monitor_starting_run
 
-# dagster.yaml installs RunHostTagger through Dagster's yaml logging handlers, which Dagster marks
+# dagster.yaml installs RunHostRecorder through Dagster's yaml logging handlers, which Dagster marks
 # beta on every run; we use them knowingly, so that one warning stays off the user's console.
 warnings.filterwarnings("ignore", message="Handling yaml-defined logging configuration is currently in beta")
 

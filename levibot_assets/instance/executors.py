@@ -7,7 +7,7 @@
   back to the host after every step. `in_process` saves the ~1-2 s of process start per step (see
   BENCHMARKS.md) but one crashing step kills the whole run, so it is for tests and debugging.
 - `celery`: steps become tasks on a Celery queue (`dagster`) that workers on any number of hosts
-  consume (`celery -A levibot_assets.executors:celery_app worker -Q dagster`); needs the `celery`
+  consume (`celery -A levibot_assets.instance.executors:celery_app worker -Q dagster`); needs the `celery`
   extra, a broker (LEVIBOT_CELERY_BROKER, default redis://127.0.0.1:6379/0; results go to
   LEVIBOT_CELERY_BACKEND, default the broker) and a PostgreSQL instance the workers share.
 - `k8s`: each step in its own Kubernetes Job (dagster-k8s `k8s_job_executor`, `k8s` extra); per-step
@@ -138,7 +138,7 @@ def celery_app_config() -> dict[str, Any]:
 def make_celery_app():
     """dagster-celery's app (its queue, routes and execute_plan task) on the LEVIBOT_CELERY_* URLs.
 
-    Workers run it with `celery -A levibot_assets.executors:celery_app worker -Q dagster`; the
+    Workers run it with `celery -A levibot_assets.instance.executors:celery_app worker -Q dagster`; the
     code location is imported once in the worker's main process so its pool children start warm.
     """
     from dagster_celery.executor import CeleryExecutor
