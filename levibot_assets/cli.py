@@ -172,7 +172,8 @@ def materialize_command(args: argparse.Namespace) -> int:
     from levibot_assets.materialize import check_range, last_complete_day, materialize_ranges
 
     settings = Settings.from_env({**os.environ, "LEVIBOT_DATA_DIR": args.data_dir}) if args.data_dir else get_settings()
-    defs = dg.Definitions(assets=build_assets(settings), resources=build_resources(settings))
+    assets = build_assets(settings)  # in dependency order
+    defs = dg.Definitions(assets=assets, resources=build_resources(settings))
     if args.days is not None and args.start is not None:
         raise SettingsError("give either --days or --start, not both")
     if args.days is not None and args.days < 1:
@@ -186,7 +187,7 @@ def materialize_command(args: argparse.Namespace) -> int:
     unknown = sorted(set(symbols) - set(settings.symbols))
     if unknown:
         raise SettingsError(f"symbols {unknown} are not partitions (LEVIBOT_SYMBOLS={','.join(settings.symbols)})")
-    graph = [key.to_user_string() for key in defs.resolve_asset_graph().toposorted_asset_keys]
+    graph = [asset.key.to_user_string() for asset in assets]
     requested = set(graph) if args.select == "*" else {a.strip() for a in args.select.split(",")}
     missing = sorted(requested - set(graph))
     if missing:

@@ -45,7 +45,8 @@ def build_resources(settings: Settings) -> dict:
 
 
 def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    """raw_ohlcv, features, one model asset per asset-trained family, best_release: on the settings' partitions."""
+    """raw_ohlcv, features, one model asset per asset-trained family, best_release (in dependency order),
+    on the settings' partitions."""
     partitions = build_partitions(settings.start_date, settings.symbols)
     horizon = settings.label_horizon
     return [
@@ -63,7 +64,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[build_nightly_schedule(partitions)],
         sensors=[asset_check_alerts, run_failure_alerts, dead_run_reaper],
         resources=build_resources(settings),
-        executor=build_executor(),  # LEVIBOT_EXECUTOR: where every job's steps run (levibot_assets/executors.py)
+        executor=build_executor(settings.executor),  # LEVIBOT_EXECUTOR: where every job's steps run
     )
 
 

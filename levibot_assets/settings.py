@@ -21,6 +21,9 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 from levibot_assets.core import object_store
 from levibot_assets.core.metrics import METRICS
 from levibot_assets.core.sources import SOURCES
+
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+DEFAULT_EXECUTOR = "multiprocess"
 # Runs assumed to share the machine when the Dagster instance config does not say (both shipped
 # dagster.yaml files allow 4: concurrency.runs.max_concurrent_runs).
 DEFAULT_CONCURRENT_RUNS = 4
@@ -29,6 +32,15 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 
 class SettingsError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
+
+
+def executor_choice(raw: Any) -> str:
+    """The executor LEVIBOT_EXECUTOR names (any case, '-' for '_'; blank: the default)."""
+    text = str(raw or "").strip()
+    name = text.lower().replace("-", "_") or DEFAULT_EXECUTOR
+    if name not in EXECUTORS:
+        raise SettingsError(f"LEVIBOT_EXECUTOR={text!r} must be one of {', '.join(EXECUTORS)}")
+    return name
 
 
 def derive_threads(cores: int, concurrent_runs: int | None) -> int:
@@ -163,6 +175,11 @@ class Settings(BaseSettings):
     promote_confidence: float = _var("LEVIBOT_PROMOTE_CONFIDENCE", 0.9, ge=0.0, le=0.999)
     psi_warn: float = _var("LEVIBOT_PSI_WARN", 1.5, ge=0.0, le=100.0)
     alert_webhook: Optional[str] = _secret("LEVIBOT_ALERT_WEBHOOK")
+    # where a run's steps execute (levibot_assets/instance/executors.py, docs/scale-out.md)
+    executor: str = _var("LEVIBOT_EXECUTOR", DEFAULT_EXECUTOR)
+    celery_broker: Optional[str] = _secret("LEVIBOT_CELERY_BROKER")
+    celery_backend: Optional[str] = _secret("LEVIBOT_CELERY_BACKEND")
+    celery_worker_lost_s: float = _var("LEVIBOT_CELERY_WORKER_LOST_S", 30.0, ge=0.001, le=86_400.0)
     # OpenMP/BLAS/torch threads of one run; default derived from the machine (see default_threads)
     threads: int = Field(default_factory=default_threads, validation_alias="LEVIBOT_THREADS", ge=1, le=256)
 
@@ -170,6 +187,16 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         """Keyword arguments only: the environment is read by from_env, from the mapping it is given."""
         return (init_settings,)
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, value: Any) -> str:
+        return executor_choice(value)
+
+    @field_validator("celery_broker", "celery_backend", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: Any) -> Any:
+        return value.strip() or None if isinstance(value, str) else value
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -270,5 +297,5 @@ def _one_line(cls: type[Settings], exc: ValidationError) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once (Dagster definitions are built from them at import)."""
+    """The process-wide settings of an entry point (the CLI, the serving loader), read once."""
     return Settings.from_env()

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from levibot_assets.instance import executors
+from levibot_assets.settings import Settings, executor_choice
 from levibot_assets_tests import processes
 
 
@@ -16,7 +17,8 @@ from levibot_assets_tests import processes
                                        ("In-Process", "in_process"), ("multiprocess", "multiprocess"),
                                        ("celery", "celery"), ("k8s", "k8s")])
 def test_names(raw, name):
-    assert executors.executor_name({} if raw is None else {"LEVIBOT_EXECUTOR": raw}) == name
+    env = {} if raw is None else {"LEVIBOT_EXECUTOR": raw}
+    assert Settings.from_env(env).executor == executor_choice(raw) == name
 
 
 def test_defaults_and_choices():
@@ -41,8 +43,8 @@ def test_every_job_gets_the_configured_executor():
     with dg.instance_for_test():  # Dagster resolves definitions against an instance's state storage
         defs = load()
         for name in ("nightly", "rollback_job"):
-            assert defs.resolve_job_def(name).executor_def is executors.build_executor()
-        assert defs.resolve_implicit_global_asset_job_def().executor_def is executors.build_executor()
+            assert defs.resolve_job_def(name).executor_def is executors.build_executor("multiprocess")
+        assert defs.resolve_implicit_global_asset_job_def().executor_def is executors.build_executor("multiprocess")
 
 
 def test_an_unreachable_broker_fails_at_launch_with_the_url_but_not_its_password(monkeypatch):

@@ -29,23 +29,18 @@ worker and the broker.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import Any, Callable
 
 import dagster as dg
 
 from levibot_assets.core.redaction import redact_text, redact_url
-from levibot_assets.settings import SettingsError
+from levibot_assets.settings import Settings, SettingsError, executor_choice
 
 EXECUTOR_ENV = "LEVIBOT_EXECUTOR"
 BROKER_ENV = "LEVIBOT_CELERY_BROKER"
-BACKEND_ENV = "LEVIBOT_CELERY_BACKEND"
 WORKER_LOST_ENV = "LEVIBOT_CELERY_WORKER_LOST_S"
-EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
-DEFAULT_EXECUTOR = "multiprocess"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-DEFAULT_WORKER_LOST_S = 30.0
 CELERY_QUEUE = "dagster"
 CODE_LOCATION_MODULE = "levibot_assets.definitions"
 PING_INTERVAL_S = 2.0
@@ -64,19 +59,9 @@ class CeleryWorkerLost(dg.DagsterError):
     """A step's Celery worker stopped answering, or no worker consumes the queue."""
 
 
-def executor_name(env: dict[str, str] | None = None) -> str:
-    """The executor LEVIBOT_EXECUTOR names (default multiprocess); an unknown name is refused."""
-    env = os.environ if env is None else env
-    raw = (env.get(EXECUTOR_ENV) or "").strip()
-    name = raw.lower().replace("-", "_") or DEFAULT_EXECUTOR
-    if name not in EXECUTORS:
-        raise ExecutorSettingError(f"{EXECUTOR_ENV}={raw!r} must be one of {', '.join(EXECUTORS)}")
-    return name
-
-
-def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
-    """The executor definition for `name` (default: LEVIBOT_EXECUTOR); extras are imported only when chosen."""
-    name = executor_name() if name is None else executor_name({EXECUTOR_ENV: name})
+def build_executor(name: str) -> dg.ExecutorDefinition:
+    """The executor definition for `name` (Settings.executor); extras are imported only when chosen."""
+    name = executor_choice(name)
     if name == "in_process":
         return dg.in_process_executor
     if name == "multiprocess":
@@ -103,23 +88,20 @@ def _require(module: str, extra: str) -> None:
 # --- Celery -------------------------------------------------------------------------------------
 
 
+# Read when a run starts, in the process that launches the steps (and in each worker): the URLs may
+# hold passwords, so they are never part of the code location or the instance's records.
+
+
 def broker_url() -> str:
-    return (os.environ.get(BROKER_ENV) or "").strip() or DEFAULT_BROKER
+    return Settings.from_env().celery_broker or DEFAULT_BROKER
 
 
 def backend_url() -> str:
-    return (os.environ.get(BACKEND_ENV) or "").strip() or broker_url()
+    return Settings.from_env().celery_backend or broker_url()
 
 
 def worker_lost_after_s() -> float:
-    raw = (os.environ.get(WORKER_LOST_ENV) or "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_WORKER_LOST_S
-    except ValueError:
-        raise SettingsError(f"{WORKER_LOST_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise SettingsError(f"{WORKER_LOST_ENV}={raw!r} must be > 0")
-    return value
+    return Settings.from_env().celery_worker_lost_s
 
 
 def celery_app_config() -> dict[str, Any]:
