@@ -36,6 +36,8 @@ class ModelFamily:
     # "module:function(split, horizon, candidates) -> TrainedModel" for a family best_release fits
     # from the partition's training rows and the candidates before it (families without an asset)
     release_fit: str | None = None
+    # the challenger unless another family's record beats it beyond noise (core.release.evidence)
+    preferred: bool = False
 
 
 # model_type -> ModelFamily
@@ -52,7 +54,7 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
     # the average of the candidates above: their files + the list of members
     "ensemble": ModelFamily(
         "levibot_assets.core.ensemble:EnsembleClassifier", "ensemble.json",
-        release_fit="levibot_assets.core.ensemble:fit_ensemble",
+        release_fit="levibot_assets.core.ensemble:fit_ensemble", preferred=True,
     ),
 }
 
@@ -74,6 +76,11 @@ def thread_limits(threads: int) -> Iterator[None]:
 def asset_trained_types() -> list[str]:
     """The model types that have their own asset (best_release loads them as candidates)."""
     return [model_type for model_type, family in MODEL_FAMILIES.items() if family.asset]
+
+
+def preferred_type() -> str | None:
+    """The family that stays the challenger unless another beats it beyond noise (the ensemble)."""
+    return next((model_type for model_type, family in MODEL_FAMILIES.items() if family.preferred), None)
 
 
 def release_fitted_types() -> list[str]:
