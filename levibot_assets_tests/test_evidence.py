@@ -124,3 +124,23 @@ def test_a_decision_is_recomputed_from_the_stored_predictions(tmp_path, monkeypa
                               block_ids(champ.reset_index()), 0.9)
     assert (again.ci_low, again.ci_high) == pytest.approx((comparison["ci_low"], comparison["ci_high"]))
     assert f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]" in decision.reason
+
+
+def test_the_preferred_family_stays_the_challenger_unless_beaten_beyond_noise():
+    rng = np.random.default_rng(11)
+    frames = {}
+    for day in pd.date_range("2025-10-01", periods=5).strftime("%Y-%m-%d"):
+        y = rng.integers(0, 2, 1440).astype(float)
+        base = (y - 0.5) * 0.6 + rng.normal(0, 1.5, 1440)
+        preferred = 1 / (1 + np.exp(-base))
+        close = 1 / (1 + np.exp(-(base + rng.normal(0, 0.3, 1440))))  # the same skill plus noise
+        strong = 1 / (1 + np.exp(-((y - 0.5) * 3.0 + rng.normal(0, 1.5, 1440))))  # far better
+        frames[day] = _predictions(day, {"close": close, "avg": preferred, "strong": strong,
+                                         "majority": np.full(1440, 0.5)}, y)
+    noise = {d: f.loc[f["model"] != "strong"] for d, f in frames.items()}
+    kept = gather_evidence(noise, ["close", "avg"], "auc", 0.9, None, preferred="avg")
+    assert kept.challenger == "avg"
+    if kept.versus_preferred is not None:  # "close" led by noise: its lead's interval reaches below 0
+        assert kept.versus_preferred.challenger == "close" and not kept.versus_preferred.holds_up(0.0)
+    beaten = gather_evidence(frames, ["close", "avg", "strong"], "auc", 0.9, None, preferred="avg")
+    assert beaten.challenger == "strong" and beaten.versus_preferred.holds_up(0.0)

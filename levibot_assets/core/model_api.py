@@ -42,6 +42,8 @@ class ModelFamily:
     stage: str = "asset"  # "asset" or "release" (see above)
     libraries: tuple[str, ...] = ()  # what it is built with (the asset's kinds in the UI)
     accelerator: bool = False  # trains faster on a GPU: a Kubernetes step pod asks for one
+    # the challenger unless another family's record beats it beyond noise (core.release.evidence)
+    preferred: bool = False
 
 
 # model_type -> ModelFamily, in the order candidates are built
@@ -55,7 +57,7 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
                             "levibot_assets.core.baselines:fit_logistic_candidate", stage="release"),
     # the average of the candidates above: their files + the list of members
     "ensemble": ModelFamily("levibot_assets.core.ensemble:EnsembleClassifier", "ensemble.json",
-                            "levibot_assets.core.ensemble:fit_ensemble", stage="release"),
+                            "levibot_assets.core.ensemble:fit_ensemble", stage="release", preferred=True),
 }
 
 
@@ -111,6 +113,11 @@ def thread_limits(threads: int) -> Iterator[None]:
 def asset_trained_types() -> list[str]:
     """The model types that have their own asset (best_release loads them as candidates)."""
     return [model_type for model_type, family in MODEL_FAMILIES.items() if family.fit and family.stage == "asset"]
+
+
+def preferred_type() -> str | None:
+    """The family that stays the challenger unless another beats it beyond noise (the ensemble)."""
+    return next((model_type for model_type, family in MODEL_FAMILIES.items() if family.preferred), None)
 
 
 def release_fitted_types() -> list[str]:

@@ -33,7 +33,7 @@ from levibot_assets.core.dataset import TrainTest, align_to_rows
 from levibot_assets.core.evaluation import Evaluation, Scoring, evaluate_models
 from levibot_assets.core.layout import date_str
 from levibot_assets.core.metrics import higher_is_better
-from levibot_assets.core.model_api import Classifier, TrainedModel
+from levibot_assets.core.model_api import Classifier, TrainedModel, preferred_type
 from levibot_assets.core.predictions import predictions_frame
 from levibot_assets.core.release.evidence import gather_evidence, record_metric
 from levibot_assets.core.records import jsonable
@@ -166,7 +166,7 @@ def decide(
     scored_release = champion.release_date if champion is not None and champion.metrics is not None else None
     frames = dict(sorted((history or {}).items())[-(policy.record_days - 1):]) if policy.record_days > 1 else {}
     frames[date] = predictions_frame(evaluation, scored_release)
-    evidence = gather_evidence(frames, list(candidates), record_m, policy.confidence, scored_release)
+    evidence = gather_evidence(frames, list(candidates), record_m, policy.confidence, scored_release, preferred_type())
     challenger_type = evidence.challenger
     common = dict(
         date=date,
@@ -191,6 +191,13 @@ def decide(
         return ReleaseDecision(released=False, reason=f"no candidate has a finite {record_m} record: nothing released; {keep}", **common)
     n_days = len(evidence.days)
     record = f"{challenger_type} {record_m}={_fmt(evidence.records[challenger_type])} over {n_days} day(s), {evidence.rows} rows"
+    if (lead := evidence.versus_preferred) is not None and lead.advantage is not None:
+        kept = challenger_type != lead.challenger
+        record += (
+            f" ({lead.challenger}'s record {'leads' if lead.advantage > 0 else 'trails'} by {lead.advantage:+.4f}, "
+            f"{lead.confidence:.0%} CI [{lead.ci_low:+.4f}, {lead.ci_high:+.4f}]: "
+            + (f"not beyond noise, so {challenger_type} stays the challenger)" if kept else "beyond noise)")
+        )
     best_b, best_b_score = best_of(evidence.baselines, record_m)
     if not beats(evidence.records[challenger_type], best_b_score, record_m):
         reason = f"{record} does not beat the best baseline {best_b} {record_m}={_fmt(best_b_score)} on them: nothing released; {keep}"

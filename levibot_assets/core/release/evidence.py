@@ -9,7 +9,10 @@ So:
 - The record of a family is its score pooled over the scored rows of the last `record_days` days
   (today included), on the rows where every candidate had a probability: all families are judged
   on identical rows.
-- The challenger is the family with the best record.
+- The challenger is the family with the best record, except that a `preferred` family (the
+  ensemble: the average of the others, the steadiest candidate on unseen real days) stays the
+  challenger unless the best record beats it on the same rows beyond noise (the paired interval
+  below, at the same confidence): a family that leads by noise is not worth a switch.
 - The champion's own out-of-sample record is its "champion" rows on the days it was in service
   from its release date on (a release dated R was trained before R). The challenger family is compared with it on exactly those
   rows (today's among them): the advantage (challenger better by, in the metric's direction),
@@ -181,6 +184,8 @@ class Evidence:
     rows: int
     challenger: str | None
     comparison: Comparison | None = None  # None: no champion scored on any of these days
+    # the best record vs the preferred family, when they differ (why the preferred one was kept or not)
+    versus_preferred: Comparison | None = None
     by_day: dict[str, dict[str, float | None]] = field(default_factory=dict)  # day -> family -> AUC that day
 
     def as_dict(self) -> dict:
@@ -188,6 +193,7 @@ class Evidence:
             "metric": self.metric, "days": self.days, "rows": self.rows, "records": self.records,
             "baselines": self.baselines, "challenger": self.challenger, "by_day": self.by_day,
             "comparison": self.comparison.as_dict() if self.comparison else None,
+            "versus_preferred": self.versus_preferred.as_dict() if self.versus_preferred else None,
         }
 
 
@@ -203,6 +209,7 @@ def gather_evidence(
     metric: str,
     confidence: float,
     champion_release: str | None,
+    preferred: str | None = None,
 ) -> Evidence:
     """Records of `families` and the comparison with the champion over `frames` ({day: predictions}).
 
@@ -239,6 +246,14 @@ def gather_evidence(
         pick = max if higher_is_better(metric) else min
         challenger = pick(finite, key=finite.__getitem__)
     evidence = Evidence(metric, used_days, records, baselines, int(len(y)), challenger, by_day=by_day)
+    if challenger is not None and preferred in finite and challenger != preferred:
+        rows = candidates.reset_index()
+        evidence.versus_preferred = paired_comparison(
+            metric, y, rows[challenger].to_numpy(), rows[preferred].to_numpy(), block_ids(rows), confidence,
+            challenger, tuple(used_days),
+        )
+        if not evidence.versus_preferred.holds_up(0.0):
+            evidence.challenger = challenger = preferred
     if challenger is not None and champion_release is not None:
         evidence.comparison = _compare_with_champion(long, challenger, metric, confidence, champion_release)
     return evidence
