@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     trade_share: float = _var("LEVIBOT_TRADE_SHARE", 0.02, ge=0.001, le=1.0)
     select_metric: Literal[tuple(METRICS)] = _var("LEVIBOT_SELECT_METRIC", "auc")
     promote_margin: float = _var("LEVIBOT_PROMOTE_MARGIN", 0.0, ge=-1.0, le=1.0)
-    record_days: int = _var("LEVIBOT_RECORD_DAYS", 10, ge=1, le=365)
+    record_days: int = _var("LEVIBOT_RECORD_DAYS", 5, ge=1, le=365)
     promote_confidence: float = _var("LEVIBOT_PROMOTE_CONFIDENCE", 0.9, ge=0.0, le=0.999)
     psi_warn: float = _var("LEVIBOT_PSI_WARN", 1.5, ge=0.0, le=100.0)
     alert_webhook: Optional[str] = _secret("LEVIBOT_ALERT_WEBHOOK")

@@ -132,7 +132,7 @@ class DecisionPolicy:
 
     select_metric: str = "auc"
     promote_margin: float = 0.0
-    record_days: int = 10
+    record_days: int = 5
     confidence: float = 0.9
 
 
