@@ -144,6 +144,7 @@ def predict(args: argparse.Namespace) -> int:
         raise ReleaseError(f"no features stored for {args.symbol} under {layout.root}: materialize features first")
     frame = pd.concat([read_parquet_file(layout.table("features", d, args.symbol)) for d in dates[-2:]], ignore_index=True)
     served = ServedModel(layout, args.symbol)
+    frame = frame.tail(getattr(served.model, "context_rows", 0) + 1)  # the last bar and the history it needs
     p_up = float(served.predict_proba(frame)[-1])
     bar = frame["timestamp"].iloc[-1]
     horizon = get_settings().label_horizon

@@ -33,6 +33,8 @@ class EnsembleClassifier:
         if "ensemble" in members:
             raise ValueError("an ensemble cannot be a member of an ensemble")
         self.members = dict(members)
+        # rows of history the members need before a row they score (a TFT's encoder length)
+        self.context_rows = max(getattr(member, "context_rows", 0) for member in self.members.values())
 
     def combine(self, probas: Mapping[str, np.ndarray]) -> np.ndarray:
         """The ensemble's P(up) from its members' P(up) on the same rows (computed once by the caller)."""
