@@ -8,13 +8,13 @@ processes (the multiprocess executor runs each step in a child). The outputs are
 byte. Prints a Markdown table; `--out FILE` also writes it.
 
 `--dagster-yaml FILE` (repeatable) runs the CLI once per instance file, each against the same plain
-loop; `--postgres` runs them on a throwaway PostgreSQL server started as the tests start one
-(levibot_assets_tests/postgres.py, a fresh database per run; give docker/dagster.yaml or another
-postgres instance file), so SQLite and PostgreSQL can be compared in one process.
+loop; `--postgres` starts a throwaway PostgreSQL server as the tests do (levibot_assets_tests/
+postgres.py) and gives each run a fresh database in the DAGSTER_PG_* variables that
+docker/dagster.yaml reads, so SQLite and PostgreSQL instance files can be compared in one process.
 
     .venv/bin/python benchmarks/backfill_overhead.py [--days 365] [--out benchmarks/out/backfill.md]
-    .venv/bin/python benchmarks/backfill_overhead.py --days 60 --dagster-yaml dagster.yaml \
-        --dagster-yaml benchmarks/stock_dagster.yaml
+    .venv/bin/python benchmarks/backfill_overhead.py --days 60 --postgres --dagster-yaml dagster.yaml \
+        --dagster-yaml docker/dagster.yaml
 """
 import argparse
 import contextlib
@@ -76,6 +76,12 @@ def cli_backfill(dates, symbols, data_dir: Path, home: Path, dagster_yaml: Path,
     return wall
 
 
+def _storage(dagster_yaml: Path) -> str:
+    import yaml
+
+    return "PostgreSQL" if "postgres" in str(yaml.safe_load(dagster_yaml.read_text())["storage"]).lower() else "SQLite"
+
+
 def _shown(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
@@ -94,7 +100,6 @@ def main() -> None:
     dates = [FIRST_DAY + dt.timedelta(days=i) for i in range(args.days)]
     import levibot_assets.definitions  # noqa: F401  (import cost is not part of the plain loop)
 
-    storage = "PostgreSQL" if args.postgres else "SQLite"
     runs = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
@@ -126,7 +131,7 @@ def main() -> None:
             "|---|---:|---:|---:|",
             f"| plain Python loop (same core functions and checks) | {plain:.1f} | {1000 * plain / n:.1f} | 1.00 |",
             *(
-                f"| `dagster asset materialize --partition-range` (one run, {storage}, "
+                f"| `dagster asset materialize --partition-range` (one run, {_storage(dagster_yaml)}, "
                 f"{_shown(dagster_yaml)}, process start included) | "
                 f"{wall:.1f} | {1000 * wall / n:.1f} | {wall / plain:.2f} |"
                 for dagster_yaml, wall in runs

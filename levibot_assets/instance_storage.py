@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import sqlalchemy as db
 import sqlalchemy.pool as db_pool
-from dagster._config import BoolSource, Field, StringSource
+from dagster._config import BoolSource, Enum, EnumValue, Field, StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
@@ -57,6 +57,10 @@ from dagster._utils import mkdir_p
 log = logging.getLogger(__name__)
 
 KEPT_RUN_DATABASES = 4  # run databases whose connection stays open besides the index and runs ones
+# SQLite's `synchronous` of the event log databases. In WAL mode NORMAL syncs the WAL at checkpoints
+# instead of at every commit (stock: FULL, an fsync per event, 3-4 commits an event): a power loss or
+# OS crash may roll back the newest events, never corrupt the database; a process crash loses nothing.
+SYNCHRONOUS = {"NORMAL": "NORMAL", "FULL": "FULL"}
 PG_POOL_SIZE = 1  # a run worker writes its events from one thread
 PG_MAX_OVERFLOW = 10  # concurrent requests of a webserver or daemon open more, closed on return
 PG_POOL_RECYCLE_S = 3600
@@ -112,12 +116,22 @@ class RangeRunEvents:
 class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
     """SqliteEventLogStorage with one engine per database whose connection stays open."""
 
-    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None, one_planned_event_per_run: bool = True):
+    def __init__(
+        self,
+        base_dir: str,
+        inst_data: ConfigurableClassData | None = None,
+        one_planned_event_per_run: bool = True,
+        synchronous: str = "NORMAL",
+    ):
         self.one_planned_event_per_run = one_planned_event_per_run
+        self.synchronous = SYNCHRONOUS[synchronous.upper()]
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._tables: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
+
+    def _set_synchronous(self, dbapi_connection, _record) -> None:
+        dbapi_connection.execute(f"PRAGMA synchronous={self.synchronous}")
 
     def _engine(self, shard: str) -> db.engine.Engine:
         if self._engines_pid != os.getpid():  # a forked child: never use the parent's sqlite connections
@@ -137,6 +151,7 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
                 max_overflow=0,  # _connect holds _db_lock: one connection per database at a time
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
+            db.event.listen(engine, "connect", self._set_synchronous)
             self._engines[shard] = engine
             run_shards = [s for s in self._engines if s != INDEX_SHARD_NAME]
             for old in run_shards[: max(0, len(run_shards) - KEPT_RUN_DATABASES)]:
@@ -226,6 +241,7 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
         inst_data: ConfigurableClassData | None = None,
         keep_connections: bool = True,
         one_planned_event_per_run: bool = True,
+        synchronous: str = "NORMAL",
     ):
         if not HOOKS_PRESENT:
             super().__init__(base_dir, inst_data=inst_data)
@@ -235,7 +251,9 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
         mkdir_p(events_dir)
         if keep_connections:
             self._run_storage = KeptSqliteRunStorage.from_local(runs_dir)
-            self._event_log_storage = KeptSqliteEventLogStorage(events_dir, one_planned_event_per_run=one_planned_event_per_run)
+            self._event_log_storage = KeptSqliteEventLogStorage(
+                events_dir, one_planned_event_per_run=one_planned_event_per_run, synchronous=synchronous
+            )
         else:
             self._run_storage = SqliteRunStorage.from_local(runs_dir)
             self._event_log_storage = _StockSqliteEvents(events_dir, one_planned_event_per_run=one_planned_event_per_run)
@@ -249,6 +267,8 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
             "base_dir": StringSource,
             "keep_connections": Field(BoolSource, is_required=False, default_value=True),
             "one_planned_event_per_run": Field(BoolSource, is_required=False, default_value=True),
+            "synchronous": Field(Enum("SqliteSynchronous", [EnumValue(v) for v in SYNCHRONOUS]), is_required=False,
+                                 default_value="NORMAL", description="SQLite synchronous of the event log (kept connections)"),
         }
 
     @classmethod
