@@ -10,8 +10,9 @@ pays for each event far more than the insert itself:
   run's new events by watching its `<run_id>.db` file, which a kept connection no longer rewrites
   (its writes go to the WAL): each write to a run database therefore touches that file's mtime.
 - PostgreSQL (`dagster_postgres`) connects anew per event (`NullPool`, 8-10 ms a connect against
-  0.1 ms an insert). `LevibotPostgresStorage` keeps a small pool per storage (`pool_pre_ping`, so a
-  restarted server costs one failed ping, not a failed event).
+  0.1 ms an insert) and sends a NOTIFY per event that no reader of this release listens to.
+  `LevibotPostgresStorage` keeps a small pool per storage (as dagster-postgres' own webserver
+  setting does, recycled hourly) and sends no NOTIFY.
 - Both: a range run plans each asset once for the whole range instead of once per partition
   (`one_planned_event_per_run`, Dagster's DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS as
   instance config, so every process of the instance agrees: CLI, daemon, webserver, run workers),
@@ -38,7 +39,10 @@ from typing import Any, Iterator
 import sqlalchemy as db
 import sqlalchemy.pool as db_pool
 from dagster._config import BoolSource, Enum, EnumValue, Field, StringSource
-from dagster._core.events import DagsterEventType
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -51,7 +55,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 from dagster._utils import mkdir_p
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,10 @@ PG_POOL_RECYCLE_S = 3600
 _HOOKS = {  # private Dagster internals used here: checked so another release falls back to stock
     SqliteEventLogStorage: ("_connect", "_initdb", "_initialized_dbs", "_db_lock", "path_for_shard", "conn_string_for_shard"),
     SqliteRunStorage: ("connect", "_conn_string"),
-    SqlEventLogStorage: ("_store_asset_check_evaluation_planned",),
+    SqlEventLogStorage: (
+        "_store_asset_check_evaluation_planned", "_event_insert_timestamp", "prepare_insert_event",
+        "_store_asset_event_tags", "store_asset_check_event", "index_transaction",
+    ),
 }
 
 
@@ -98,19 +105,34 @@ class RangeRunEvents:
         return self.one_planned_event_per_run or super().supports_partition_subset_in_asset_materialization_planned_events
 
     def _store_asset_check_evaluation_planned(self, event, event_id):
-        """Each partition's planned row holds a plan of that partition only (stock: of the whole range)."""
+        """Stock's rows (one per partition), each holding a plan of its partition only (stock: of the
+        whole range, so a year's plans are quadratic in size), inserted in one statement as stock does."""
         planned = event.dagster_event.event_specific_data
         subset = planned.partitions_subset
         if subset is None or not self.one_planned_event_per_run:
             return super()._store_asset_check_evaluation_planned(event, event_id)
-        for key in subset.get_partition_keys():
+        timestamp = self._event_insert_timestamp(event)
+
+        def row(key: str) -> dict[str, Any]:
             one = planned.__class__(
                 asset_key=planned.asset_key,
                 check_name=planned.check_name,
                 partitions_subset=subset.empty_subset().with_partition_keys([key]),
             )
-            dagster_event = event.dagster_event._replace(event_specific_data=one)
-            super()._store_asset_check_evaluation_planned(event._replace(dagster_event=dagster_event), event_id)
+            own = event._replace(dagster_event=event.dagster_event._replace(event_specific_data=one))
+            return dict(
+                asset_key=planned.asset_key.to_string(),
+                check_name=planned.check_name,
+                partition=key,
+                run_id=event.run_id,
+                execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                evaluation_event=serialize_value(own),
+                evaluation_event_timestamp=timestamp,
+                evaluation_event_storage_id=event_id,
+            )
+
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [row(key) for key in subset.get_partition_keys()])
 
 
 class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
@@ -164,10 +186,13 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
         with self._db_lock:
             engine = self._engine(shard)
             with engine.connect() as conn:
+                sqlite_connection = conn.connection.dbapi_connection
+                changes = sqlite_connection.total_changes
                 with conn.begin():
                     yield conn
-            if shard != INDEX_SHARD_NAME:  # the webserver's watcher of this run reads its new events
-                with contextlib.suppress(FileNotFoundError):
+                wrote = sqlite_connection.total_changes != changes
+            if wrote and shard != INDEX_SHARD_NAME:  # the webserver's watcher of this run reads its new
+                with contextlib.suppress(FileNotFoundError):  # events (never after a read: the watcher reads)
                     os.utime(self.path_for_shard(shard))
 
     def has_table(self, table_name: str) -> bool:
@@ -294,7 +319,19 @@ def _pg_classes():
     from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_config, pg_url_from_config
 
     class PooledPostgresEventLogStorage(RangeRunEvents, PostgresEventLogStorage):
-        pass
+        def store_event(self, event: EventLogEntry) -> None:
+            """Stock's store_event without its NOTIFY per event (a round trip of 4-5 per event), which
+            dagster-postgres keeps only for webservers of older releases (it watches by polling now);
+            every service of the deployment runs this same image."""
+            insert = self.prepare_insert_event(event).returning(SqlEventLogStorageTable.c.id)
+            with self._connect() as conn:
+                event_id = int(conn.execute(insert).scalar_one())
+            if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS and event.dagster_event.asset_key:
+                with self.index_transaction() as conn:
+                    self._store_asset_event_tags(conn, [event], [event_id])
+                    self._store_asset_event(conn, event, event_id)
+            if event.is_dagster_event and event.dagster_event_type in ASSET_CHECK_EVENTS:
+                self.store_asset_check_event(event, event_id)
 
     class LevibotPostgresStorage(DagsterPostgresStorage, ConfigurableClass):
         """`storage: postgres:` with a kept connection pool per storage and range-run events."""
@@ -322,7 +359,7 @@ def _pg_classes():
                     storage._engine.dispose()
                     storage._engine = create_pg_engine(
                         postgres_url, token_provider, isolation_level="AUTOCOMMIT", pool_size=PG_POOL_SIZE,
-                        max_overflow=PG_MAX_OVERFLOW, pool_recycle=PG_POOL_RECYCLE_S, pool_pre_ping=True,
+                        max_overflow=PG_MAX_OVERFLOW, pool_recycle=PG_POOL_RECYCLE_S,
                     )
             super(DagsterPostgresStorage, self).__init__()
 

@@ -122,6 +122,10 @@ def test_the_webserver_sees_each_new_event_of_a_running_run(tmp_path, monkeypatc
         try:
             instance.report_engine_event("a new event", run)
             assert seen.wait(30), "the watcher never saw the event"
+            database = Path(instance.event_log_storage.path_for_shard(run.run_id))
+            written = database.stat().st_mtime_ns
+            assert instance.all_logs(run.run_id)  # a read touches nothing: the watcher itself reads
+            assert database.stat().st_mtime_ns == written
         finally:
             instance.event_log_storage.end_watch(run.run_id, callback)
 
