@@ -9,6 +9,7 @@ pays for each event far more than the insert itself:
   database and the few newest run databases) with its connection open. The webserver learns of a
   run's new events by watching its `<run_id>.db` file, which a kept connection no longer rewrites
   (its writes go to the WAL): each write to a run database therefore touches that file's mtime.
+  The event log's connections run with `synchronous=NORMAL` (see SYNCHRONOUS).
 - PostgreSQL (`dagster_postgres`) connects anew per event (`NullPool`, 8-10 ms a connect against
   0.1 ms an insert) and sends a NOTIFY per event that no reader of this release listens to.
   `LevibotPostgresStorage` keeps a small pool per storage (as dagster-postgres' own webserver
