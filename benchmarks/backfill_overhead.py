@@ -7,15 +7,24 @@ instance `make run` uses), wall time including its start-up; its peak RSS is the
 processes (the multiprocess executor runs each step in a child). The outputs are compared byte for
 byte. Prints a Markdown table; `--out FILE` also writes it.
 
+`--dagster-yaml FILE` (repeatable) runs the CLI once per instance file, each against the same plain
+loop; `--postgres` starts a throwaway PostgreSQL server as the tests do (levibot_assets_tests/
+postgres.py) and gives each run a fresh database in the DAGSTER_PG_* variables that
+docker/dagster.yaml reads, so SQLite and PostgreSQL instance files can be compared in one process.
+
     .venv/bin/python benchmarks/backfill_overhead.py [--days 365] [--out benchmarks/out/backfill.md]
+    .venv/bin/python benchmarks/backfill_overhead.py --days 60 --postgres --dagster-yaml dagster.yaml \
+        --dagster-yaml docker/dagster.yaml
 """
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,12 +59,14 @@ def plain_backfill(dates, symbols, data_dir: Path) -> None:
             write_table(layout, "features", date, symbol, frame)
 
 
-def cli_backfill(dates, symbols, data_dir: Path, home: Path) -> float:
+def cli_backfill(dates, symbols, data_dir: Path, home: Path, dagster_yaml: Path, instance_env: dict) -> float:
     home.mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "LEVIBOT_DATA_DIR": str(data_dir), "LEVIBOT_SOURCE": "synthetic"}
+    shutil.copy(dagster_yaml, home / "dagster.yaml")
+    env = {**os.environ, **instance_env, "DAGSTER_HOME": str(home), "LEVIBOT_DATA_DIR": str(data_dir),
+           "LEVIBOT_SOURCE": "synthetic", "DAGSTER_COMPUTE_LOGS_DIR": str(home / "compute_logs")}
     partition_range = f"{dates[0]}|{symbols[0]}...{dates[-1]}|{symbols[-1]}"
-    command = [str(REPO / ".venv/bin/dagster"), "asset", "materialize", "-m", "levibot_assets.definitions",
+    # the dagster of the interpreter running this script (the README's .venv, or any other)
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "levibot_assets.definitions",
                "--select", "raw_ohlcv,features", "--partition-range", partition_range]
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -65,24 +76,51 @@ def cli_backfill(dates, symbols, data_dir: Path, home: Path) -> float:
     return wall
 
 
+def _storage(dagster_yaml: Path) -> str:
+    import yaml
+
+    return "PostgreSQL" if "postgres" in str(yaml.safe_load(dagster_yaml.read_text())["storage"]).lower() else "SQLite"
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--dagster-yaml", type=Path, action="append",
+                        help="instance file of a CLI run (repeatable; default: the repository's dagster.yaml)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="run the CLI on a throwaway PostgreSQL server (the DAGSTER_PG_* variables of docker/dagster.yaml)")
     args = parser.parse_args()
+    yamls = args.dagster_yaml or [REPO / "dagster.yaml"]
     dates = [FIRST_DAY + dt.timedelta(days=i) for i in range(args.days)]
     import levibot_assets.definitions  # noqa: F401  (import cost is not part of the plain loop)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
+        server = None
+        if args.postgres:
+            from levibot_assets_tests.postgres import postgres_running
+
+            server = stack.enter_context(postgres_running())
         t0 = time.perf_counter()
         plain_backfill(dates, SYMBOLS, tmp / "plain")
         plain = time.perf_counter() - t0
-        through_cli = cli_backfill(dates, SYMBOLS, tmp / "dagster", tmp / "home")
-        cli_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         files = sorted(p.relative_to(tmp / "plain") for p in (tmp / "plain").rglob("*.parquet"))
-        differing = [f for f in files if (tmp / "plain" / f).read_bytes() != (tmp / "dagster" / f).read_bytes()]
-        assert len(files) == 2 * len(dates) * len(SYMBOLS) and not differing, f"outputs differ: {differing[:5]}"
+        assert len(files) == 2 * len(dates) * len(SYMBOLS)
+        for i, dagster_yaml in enumerate(yamls):
+            instance_env = server.dagster_env(server.create_database(f"bench{i}")) if server else {}
+            through_cli = cli_backfill(dates, SYMBOLS, tmp / f"dagster{i}", tmp / f"home{i}", dagster_yaml, instance_env)
+            differing = [f for f in files if (tmp / "plain" / f).read_bytes() != (tmp / f"dagster{i}" / f).read_bytes()]
+            assert not differing, f"outputs differ: {differing[:5]}"
+            shutil.rmtree(tmp / f"dagster{i}")
+            runs.append((dagster_yaml, through_cli))
+        cli_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     n = len(dates) * len(SYMBOLS)
     table = "\n".join(
         [
@@ -92,11 +130,15 @@ def main() -> None:
             "| run | wall s | ms / partition | ratio |",
             "|---|---:|---:|---:|",
             f"| plain Python loop (same core functions and checks) | {plain:.1f} | {1000 * plain / n:.1f} | 1.00 |",
-            f"| `dagster asset materialize --partition-range` (one run, SQLite, process start included) | "
-            f"{through_cli:.1f} | {1000 * through_cli / n:.1f} | {through_cli / plain:.2f} |",
+            *(
+                f"| `dagster asset materialize --partition-range` (one run, {_storage(dagster_yaml)}, "
+                f"{_shown(dagster_yaml)}, process start included) | "
+                f"{wall:.1f} | {1000 * wall / n:.1f} | {wall / plain:.2f} |"
+                for dagster_yaml, wall in runs
+            ),
             "",
-            f"Peak RSS of the Dagster run (largest of its processes): {cli_rss:.0f} MiB. "
-            f"All {len(files)} files byte-identical between the two runs.",
+            f"Peak RSS of the Dagster runs (largest of their processes): {cli_rss:.0f} MiB. "
+            f"All {len(files)} files byte-identical between the plain loop and each run.",
         ]
     )
     print(table)

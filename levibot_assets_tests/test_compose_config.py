@@ -6,6 +6,7 @@ out of the image. test_deployment_topology.py runs the same commands against a r
 """
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 import tomllib
@@ -153,12 +154,17 @@ def test_named_volumes_declared(compose, services):
 
 
 def test_dagster_yaml_is_a_valid_instance_config(monkeypatch, tmp_path):
+    from dagster._config import process_config, resolve_to_config_type
     from dagster._core.instance.config import dagster_instance_config
 
     for name in _env_names_in(_yaml("dagster.yaml")):
         monkeypatch.setenv(name, "5432" if name.endswith("_PORT") else "x")
     config, _ = dagster_instance_config(str(DOCKER), config_filename="dagster.yaml")
-    assert config["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_PG_HOST"}
+    storage = config["storage"]["custom"]  # dagster-postgres with a kept pool (levibot_assets/instance_storage.py)
+    assert (storage["module"], storage["class"]) == ("levibot_assets.instance_storage", "LevibotPostgresStorage")
+    assert storage["config"]["postgres_db"]["hostname"] == {"env": "DAGSTER_PG_HOST"}
+    storage_class = getattr(importlib.import_module(storage["module"]), storage["class"])
+    assert process_config(resolve_to_config_type(storage_class.config_type()), storage["config"]).success
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["run_launcher"]["class"] == "DefaultRunLauncher"
 

@@ -27,6 +27,7 @@ the downstream steps of the run for every partition (docs/operations.md, a known
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
 
 from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.ohlcv import ExchangeBanned
@@ -165,7 +167,7 @@ def materialize_partitions(
             "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
         )
     failed: dict[str, str] = {}
-    stopped = ""
+    stopped, untried = "", []
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
@@ -178,6 +180,7 @@ def materialize_partitions(
             context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
             if isinstance(exc, ExchangeBanned) and n < len(partitions):
                 stopped = f"\nThe run stopped at {key}: {len(partitions) - n} later partition(s) were not tried."
+                untried = [str(partition_key(d, s)) for d, s in partitions[n:]]
                 break
             continue
         if blocked := _blocking_failures(result.checks):
@@ -206,6 +209,7 @@ def materialize_partitions(
                 f"{elapsed:.0f} s so far, about {left:.0f} s left"
             )
     if failed:
+        _plan_failed(context, [k for k, cause in failed.items() if cause.startswith("not stored")] + untried)
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
         raise dg.Failure(
             description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
@@ -214,6 +218,19 @@ def materialize_partitions(
         )
     yield from _check_outputs(context)
     yield _self_recorded()
+
+
+def _plan_failed(context: dg.AssetExecutionContext, keys: list[str]) -> None:
+    """A planned materialization of each partition that was not stored, so the UI shows exactly those
+    as failed when the run fails: an instance that plans a range in one event
+    (instance_storage.py, one_planned_event_per_run) leaves Dagster no partition to mark failed."""
+    if not context.instance.event_log_storage.supports_partition_subset_in_asset_materialization_planned_events:
+        return  # Dagster planned each partition of the run itself
+    step_key = context.get_step_execution_context().step.key
+    for key in keys:
+        planned = AssetMaterializationPlannedData(context.asset_key, partition=key)
+        event = DagsterEvent.build_asset_materialization_planned_event(context.run.job_name, step_key, planned)
+        context.instance.report_dagster_event(event, run_id=context.run_id, log_level=logging.DEBUG)
 
 
 def _self_recorded() -> dg.MaterializeResult:

@@ -1,0 +1,142 @@
+"""The project's instance storage (levibot_assets/instance_storage.py): fewer, cheaper events for range
+runs, the same per-partition view in the UI as stock Dagster storage, on SQLite and PostgreSQL."""
+import shutil
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import deserialize_value
+
+from levibot_assets import instance_storage
+from levibot_assets.definitions import build_resources
+from levibot_assets.partitions import PARTITIONS
+from levibot_assets_tests.postgres import postgres_server  # noqa: F401  (fixture)
+from levibot_assets_tests.test_range_runs import (
+    ASSETS,
+    BAD_DAY,
+    DATES,
+    SYMBOLS,
+    NegativePricesOnOneDay,
+    _assert_check_partitions_evaluated,
+    _assert_recorded_in_date_order,
+    _range,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURE_CHECKS = ("finite_values", "complete_after_warmup", "label_balance")
+
+
+def _project_instance(home: Path, monkeypatch, storage: dict | None = None) -> dg.DagsterInstance:
+    """An instance from the repository's dagster.yaml (its storage block replaced when given)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    if storage is not None:
+        config["storage"] = storage
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def project_instance(request, tmp_path, monkeypatch):
+    if request.param == "sqlite":
+        instance = _project_instance(tmp_path / "home", monkeypatch)
+    else:
+        server = request.getfixturevalue("postgres_server")
+        env = server.dagster_env(server.create_database(f"storage_{abs(hash(request.node.name))}"))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        pg = yaml.safe_load((REPO / "docker/dagster.yaml").read_text())["storage"]  # the deployment's
+        instance = _project_instance(tmp_path / "home", monkeypatch, pg)
+    with instance:
+        yield instance
+
+
+def _planned(instance, run_id: str) -> list:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    return [r.event_log_entry.dagster_event.event_specific_data for r in records]
+
+
+def test_the_pinned_dagster_gets_the_kept_storage_not_the_fallback(project_instance):
+    assert instance_storage.HOOKS_PRESENT
+    events = project_instance.event_log_storage
+    assert isinstance(events, instance_storage.RangeRunEvents)
+    assert events.supports_partition_subset_in_asset_materialization_planned_events
+
+
+def test_a_range_run_shows_each_partition_as_stock_storage_does(project_instance, levibot_env):
+    settings = levibot_env()
+    keys = [f"{d}|{s}" for d in DATES for s in SYMBOLS]
+    result = dg.materialize(ASSETS, resources=build_resources(settings), instance=project_instance,
+                            tags=_range(DATES[0], DATES[-1], SYMBOLS[0], SYMBOLS[-1]))
+    assert result.success
+    # one planned event per asset for the whole range instead of one per partition
+    planned = _planned(project_instance, result.run_id)
+    assert sorted(p.asset_key.path[0] for p in planned) == ["features", "raw_ohlcv"]
+    assert all(p.partition is None and set(p.partitions_subset.get_partition_keys()) == set(keys) for p in planned)
+    for asset in ("raw_ohlcv", "features"):
+        _assert_recorded_in_date_order(project_instance, dg.AssetKey(asset), keys)
+        statuses = project_instance.get_status_by_partition(dg.AssetKey(asset), keys, PARTITIONS)
+        assert {k: s.value for k, s in statuses.items()} == {k: "MATERIALIZED" for k in keys}
+    _assert_check_partitions_evaluated(project_instance, dg.AssetKey("features"), set(keys))
+
+
+def test_a_failed_run_marks_exactly_the_partitions_that_were_not_stored(project_instance, levibot_env):
+    settings = levibot_env()
+    keys = [f"{d}|BTCUSDT" for d in DATES]
+    result = dg.materialize(ASSETS, instance=project_instance, tags=_range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT"),
+                            raise_on_error=False,
+                            resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
+    assert not result.success
+    statuses = project_instance.get_status_by_partition(dg.AssetKey("raw_ohlcv"), keys, PARTITIONS)
+    assert {k: s and s.value for k, s in statuses.items()} == {
+        k: "FAILED" if k.startswith(str(BAD_DAY)) else "MATERIALIZED" for k in keys}
+    # the checks of features (never run) stay planned; each partition's row holds that partition's plan only
+    with project_instance.event_log_storage.index_connection() as conn:
+        rows = conn.execute(AssetCheckExecutionsTable.select().where(
+            AssetCheckExecutionsTable.c.run_id == result.run_id,
+            AssetCheckExecutionsTable.c.asset_key == dg.AssetKey("features").to_string())).mappings().all()
+    assert {(r["check_name"], r["partition"]) for r in rows} == {(c, k) for c in FEATURE_CHECKS for k in keys}
+    for row in rows:
+        assert row["execution_status"] == "PLANNED"
+        plan = deserialize_value(row["evaluation_event"]).dagster_event.event_specific_data
+        assert list(plan.partitions_subset.get_partition_keys()) == [row["partition"]]
+
+
+def test_the_webserver_sees_each_new_event_of_a_running_run(tmp_path, monkeypatch, levibot_env):
+    """The webserver watches <run_id>.db, which a kept connection no longer rewrites (WAL)."""
+    settings = levibot_env()
+    with _project_instance(tmp_path / "home", monkeypatch) as instance:
+        run = dg.materialize([ASSETS[0]], resources=build_resources(settings), instance=instance,
+                             partition_key=f"{DATES[0]}|BTCUSDT").dagster_run
+        seen = threading.Event()
+
+        def callback(entry, cursor):
+            if entry.message == "a new event":
+                seen.set()
+
+        instance.event_log_storage.watch(run.run_id, None, callback)
+        try:
+            instance.report_engine_event("a new event", run)
+            assert seen.wait(30), "the watcher never saw the event"
+            database = Path(instance.event_log_storage.path_for_shard(run.run_id))
+            written = database.stat().st_mtime_ns
+            assert instance.all_logs(run.run_id)  # a read touches nothing: the watcher itself reads
+            assert database.stat().st_mtime_ns == written
+        finally:
+            instance.event_log_storage.end_watch(run.run_id, callback)
+
+
+def test_stock_sqlite_storage_stays_one_line_away(tmp_path, monkeypatch, levibot_env):
+    settings = levibot_env()
+    stock = {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
+    with _project_instance(tmp_path / "home", monkeypatch, stock) as instance:
+        assert not isinstance(instance.event_log_storage, instance_storage.RangeRunEvents)
+        result = dg.materialize(ASSETS, resources=build_resources(settings), instance=instance,
+                                tags=_range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT"))
+        assert result.success
+        assert len(_planned(instance, result.run_id)) == 2 * len(DATES)  # stock: one per partition and asset
+    shutil.rmtree(tmp_path / "home")
