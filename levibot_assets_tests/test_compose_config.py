@@ -160,8 +160,8 @@ def test_dagster_yaml_is_a_valid_instance_config(monkeypatch, tmp_path):
     for name in _env_names_in(_yaml("dagster.yaml")):
         monkeypatch.setenv(name, "5432" if name.endswith("_PORT") else "x")
     config, _ = dagster_instance_config(str(DOCKER), config_filename="dagster.yaml")
-    storage = config["storage"]["custom"]  # dagster-postgres with a kept pool (levibot_assets/instance_storage.py)
-    assert (storage["module"], storage["class"]) == ("levibot_assets.instance_storage", "LevibotPostgresStorage")
+    storage = config["storage"]["custom"]  # dagster-postgres with a kept pool (levibot_assets/instance/storage.py)
+    assert (storage["module"], storage["class"]) == ("levibot_assets.instance.storage", "LevibotPostgresStorage")
     assert storage["config"]["postgres_db"]["hostname"] == {"env": "DAGSTER_PG_HOST"}
     storage_class = getattr(importlib.import_module(storage["module"]), storage["class"])
     assert process_config(resolve_to_config_type(storage_class.config_type()), storage["config"]).success

@@ -1,4 +1,4 @@
-"""The project's instance storage (levibot_assets/instance_storage.py): fewer, cheaper events for range
+"""The project's instance storage (levibot_assets/instance/storage.py): fewer, cheaper events for range
 runs, the same per-partition view in the UI as stock Dagster storage, on SQLite and PostgreSQL."""
 import shutil
 import threading
@@ -10,7 +10,7 @@ import yaml
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._serdes import deserialize_value
 
-from levibot_assets import instance_storage
+from levibot_assets.instance import storage as instance_storage
 from levibot_assets.definitions import build_resources
 from levibot_assets.partitions import PARTITIONS
 from levibot_assets_tests.postgres import postgres_server  # noqa: F401  (fixture)

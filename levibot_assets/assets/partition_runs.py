@@ -223,7 +223,7 @@ def materialize_partitions(
 def _plan_failed(context: dg.AssetExecutionContext, keys: list[str]) -> None:
     """A planned materialization of each partition that was not stored, so the UI shows exactly those
     as failed when the run fails: an instance that plans a range in one event
-    (instance_storage.py, one_planned_event_per_run) leaves Dagster no partition to mark failed."""
+    (instance/storage.py, one_planned_event_per_run) leaves Dagster no partition to mark failed."""
     if not context.instance.event_log_storage.supports_partition_subset_in_asset_materialization_planned_events:
         return  # Dagster planned each partition of the run itself
     step_key = context.get_step_execution_context().step.key

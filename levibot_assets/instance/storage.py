@@ -257,7 +257,7 @@ class KeptSqliteRunStorage(SqliteRunStorage):
 class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
     """`storage: sqlite:` with kept connections and range-run events (see the module docstring).
 
-    dagster.yaml:  storage: {custom: {module: levibot_assets.instance_storage, class: LevibotSqliteStorage,
+    dagster.yaml:  storage: {custom: {module: levibot_assets.instance.storage, class: LevibotSqliteStorage,
                    config: {base_dir: {env: DAGSTER_HOME}}}}
     """
 
