@@ -12,7 +12,7 @@ from dagster._serdes import deserialize_value
 
 from levibot_assets.instance import storage as instance_storage
 from levibot_assets.definitions import build_resources
-from levibot_assets.partitions import PARTITIONS
+from levibot_assets_tests.graph import raw_ohlcv
 from levibot_assets_tests.postgres import postgres_server  # noqa: F401  (fixture)
 from levibot_assets_tests.test_range_runs import (
     ASSETS,
@@ -79,7 +79,7 @@ def test_a_range_run_shows_each_partition_as_stock_storage_does(project_instance
     assert all(p.partition is None and set(p.partitions_subset.get_partition_keys()) == set(keys) for p in planned)
     for asset in ("raw_ohlcv", "features"):
         _assert_recorded_in_date_order(project_instance, dg.AssetKey(asset), keys)
-        statuses = project_instance.get_status_by_partition(dg.AssetKey(asset), keys, PARTITIONS)
+        statuses = project_instance.get_status_by_partition(dg.AssetKey(asset), keys, raw_ohlcv.partitions_def)
         assert {k: s.value for k, s in statuses.items()} == {k: "MATERIALIZED" for k in keys}
     _assert_check_partitions_evaluated(project_instance, dg.AssetKey("features"), set(keys))
 
@@ -91,7 +91,7 @@ def test_a_failed_run_marks_exactly_the_partitions_that_were_not_stored(project_
                             raise_on_error=False,
                             resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
     assert not result.success
-    statuses = project_instance.get_status_by_partition(dg.AssetKey("raw_ohlcv"), keys, PARTITIONS)
+    statuses = project_instance.get_status_by_partition(dg.AssetKey("raw_ohlcv"), keys, raw_ohlcv.partitions_def)
     assert {k: s and s.value for k, s in statuses.items()} == {
         k: "FAILED" if k.startswith(str(BAD_DAY)) else "MATERIALIZED" for k in keys}
     # the checks of features (never run) stay planned; each partition's row holds that partition's plan only
