@@ -15,6 +15,7 @@ No `from __future__ import annotations` here: Dagster inspects the context type 
 from typing import Sequence
 
 import dagster as dg
+import pandas as pd
 
 from levibot_assets.assets.partition_runs import PartitionResult, materialize_partitions, partitioned_asset
 from levibot_assets.checks import release_check_results, release_checks
@@ -24,7 +25,7 @@ from levibot_assets.core.model_api import asset_trained_types, fit_in_release, m
 from levibot_assets.core.model_store import load_trained_model
 from levibot_assets.core.tables import MissingPartition
 from levibot_assets.core.predictions import (
-    LIVE_WINDOW_DAYS, live_score, predictions_frame, recent_predictions, write_predictions,
+    LIVE, POOLED, daily_auc_table, predictions_frame, recent_predictions, write_predictions,
 )
 from levibot_assets.core.release.decision import CHAMPION, Champion, decide, evaluate_with_champion
 from levibot_assets.core.release.deploy import current_release_dir, publish, release_dir_id
@@ -81,9 +82,9 @@ def _evidence_metadata(evidence: dict) -> dict:
     comparison = evidence.get("comparison")
     if comparison and comparison["advantage"] is not None:
         meta.update({
-            "advantage_over_champion": _float(round(comparison["advantage"], 4)),
-            "advantage_ci_low": _float(round(comparison["ci_low"], 4)),
-            "advantage_ci_high": _float(round(comparison["ci_high"], 4)),
+            "advantage_over_champion": _float(comparison["advantage"]),
+            "advantage_ci_low": _float(comparison["ci_low"]),
+            "advantage_ci_high": _float(comparison["ci_high"]),
             "compared_rows": dg.MetadataValue.int(comparison["rows"]),
         })
         lines += ["", f"{comparison['challenger']} vs champion on {comparison['rows']} rows of {len(comparison['days'])} "
@@ -97,17 +98,18 @@ def _round(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _live_metadata(layout, date, symbol: str) -> dict:
-    """live_auc of the day (absent when no earlier release was in service) and pooled over 30 stored days."""
-    live = live_score(layout, symbol, until=date, window=LIVE_WINDOW_DAYS)
+def _live_metadata(table: pd.DataFrame, date) -> dict:
+    """live_auc of the day (absent when no earlier release was in service) and pooled over the 30
+    stored days of `table` (core.predictions.daily_auc_table up to `date`)."""
+    live = table[LIVE].drop(POOLED) if len(table) else pd.Series(dtype="float64")
     meta = {
-        "live_days_30d": dg.MetadataValue.int(live.days_counted),
-        "live_days_missing_30d": dg.MetadataValue.int(live.days_missing),
+        "live_days_30d": dg.MetadataValue.int(int(live.notna().sum())),
+        "live_days_missing_30d": dg.MetadataValue.int(int(live.isna().sum())),
     }
-    if live.until == date.isoformat() and live.day_auc is not None:
-        meta["live_auc"] = dg.MetadataValue.float(live.day_auc)
-    if live.pooled_auc is not None:
-        meta["live_auc_pooled_30d"] = dg.MetadataValue.float(live.pooled_auc)
+    if pd.notna(live.get(date.isoformat())):
+        meta["live_auc"] = dg.MetadataValue.float(float(live[date.isoformat()]))
+    if len(table) and pd.notna(table.at[POOLED, LIVE]):
+        meta["live_auc_pooled_30d"] = dg.MetadataValue.float(float(table.at[POOLED, LIVE]))
     return meta
 
 
@@ -146,8 +148,10 @@ def build_release_asset(
                 champion.metrics = evaluation.scores.get(CHAMPION)
                 champion.error = champion.error or champion_error
             trained_on = [f"features/{day}/{symbol}" for day in sorted(features) if day < date.isoformat()]
+            predictions = predictions_frame(evaluation, champion.scored_release if champion is not None else None)
             history = recent_predictions(layout, symbol, date, pipeline.record_days - 1)
-            decision = decide(date, symbol, candidates, evaluation, champion, pipeline.policy, trained_on, history)
+            decision = decide(date, symbol, candidates, evaluation, champion, pipeline.policy, trained_on, history,
+                              predictions)
             (context.log.info if decision.released else context.log.warning)(decision.reason)
             scores = decision.scores
             metadata = {
@@ -166,19 +170,18 @@ def build_release_asset(
             if missing:
                 metadata["candidates_missing"] = dg.MetadataValue.text(", ".join(missing))
 
-            scored_champion = champion.release_date if champion is not None and champion.metrics is not None else None
-            predictions = predictions_frame(evaluation, scored_champion)
 
             def store() -> dict:
                 entry = publish(layout, decision)
                 path = write_predictions(layout, date, symbol, predictions)  # after the decision it records is kept
+                daily = daily_auc_table(layout, symbol, until=date)  # the 30 stored days, read once for both views
                 stored = {
                     "current_release": dg.MetadataValue.text(entry["current_release"] or "none"),
                     "summary": dg.MetadataValue.path(str(layout.release_summary(date))),
                     "predictions": dg.MetadataValue.path(str(path)),
-                    **_live_metadata(layout, date, symbol),
+                    **_live_metadata(daily, date),
                     **{name: dg.MetadataValue.md(text) for name, text in release_views(
-                        layout, list(symbols), date.isoformat(), symbol).items()},
+                        layout, list(symbols), date.isoformat(), symbol, daily).items()},
                 }
                 if decision.released:
                     stored["path"] = dg.MetadataValue.path(str(layout.release_dir(date, symbol)))

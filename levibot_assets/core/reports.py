@@ -108,11 +108,14 @@ def daily_auc_png(table: pd.DataFrame, symbol: str) -> bytes:
     return buffer.getvalue()
 
 
-def release_views(layout: DataLayout, symbols: list[str], date: str, symbol: str) -> dict[str, str]:
+def release_views(
+    layout: DataLayout, symbols: list[str], date: str, symbol: str, table: pd.DataFrame | None = None
+) -> dict[str, str]:
     """Markdown for best_release's (date, symbol) partition: "live_chart", the daily AUC chart of
     `symbol` over the stored days up to `date` (PNG inlined), and "in_service", the table of
-    `symbols` as they stand when the partition is written (live AUC up to `date` too)."""
-    table = daily_auc_table(layout, symbol, until=date)
+    `symbols` as they stand when the partition is written (live AUC up to `date` too). `table`:
+    the symbol's daily_auc_table up to `date`, when the caller has read it already."""
+    table = daily_auc_table(layout, symbol, until=date) if table is None else table
     rows = [in_service(layout, s, until=date, table=table if s == symbol else None) for s in symbols]
     views = {"in_service": in_service_markdown(rows)}
     if not table.empty:

@@ -121,6 +121,11 @@ class Champion:
     metrics: dict | None = None  # None when it could not be scored (see error)
     error: str | None = None
 
+    @property
+    def scored_release(self) -> str | None:
+        """The release date, when the champion was scored on the test rows (its rows are "champion" rows)."""
+        return self.release_date if self.metrics is not None else None
+
 
 def _fmt(x: Any) -> str:
     return f"{float(x):.4f}" if is_score(x) else "n/a"
@@ -145,12 +150,13 @@ def decide(
     policy: DecisionPolicy,
     trained_on: list[str] | None = None,
     history: dict[str, pd.DataFrame] | None = None,
+    today: pd.DataFrame | None = None,
 ) -> ReleaseDecision:
     """Choose the challenger on the families' record, promote it only on a paired win over the champion.
 
     `history` holds the stored predictions of the trailing days before `date` ({day: table},
     core.predictions); today's rows come from `evaluation` (candidates, champion and baselines
-    scored on identical rows). The record covers the last `policy.record_days` days, today
+    scored on identical rows), as the predictions table `today` when the caller built it to store. The record covers the last `policy.record_days` days, today
     included (core.release.evidence). The challenger (the family with the best record) is released
     when its record beats the best baseline's record on the same rows and, with a model in service,
     when its advantage over the champion on the champion's own out-of-sample rows has a confidence
@@ -163,9 +169,9 @@ def decide(
     baselines = {b: evaluation.scores[b] for b in evaluation.baselines}
     baseline_name, baseline_score = best_of({n: s.get(m) for n, s in baselines.items()}, m)
     champion_score = (champion.metrics or {}).get(m) if champion else None
-    scored_release = champion.release_date if champion is not None and champion.metrics is not None else None
+    scored_release = champion.scored_release if champion is not None else None
     frames = dict(sorted((history or {}).items())[-(policy.record_days - 1):]) if policy.record_days > 1 else {}
-    frames[date] = predictions_frame(evaluation, scored_release)
+    frames[date] = predictions_frame(evaluation, scored_release) if today is None else today
     evidence = gather_evidence(frames, list(candidates), record_m, policy.confidence, scored_release, preferred_type())
     challenger_type = evidence.challenger
     common = dict(
