@@ -381,23 +381,31 @@ def test_a_page_that_never_recovers_fails_the_day_naming_where_the_data_stops(st
     assert window[11:16] in str(info.value)  # the page's first minute, where the bars stop
 
 
-def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_env, monkeypatch):
+def _full_day_through_dagster(standin, levibot_env, monkeypatch):
+    """raw_ohlcv + features of FULL_DAY|BTCUSDT fetched from `standin` through Dagster: (result,
+    the first STEP_FAILURE event or None, the settings)."""
     from levibot_assets_tests.graph import features, raw_ohlcv
-    from levibot_assets.core.layout import DataLayout
     from levibot_assets.definitions import build_resources
     from levibot_assets.partitions import partition_key
     from levibot_assets.core.sources import exchange as exchange_source
 
-    standin.fail(KLINES, raw("[]"), times=6, after=1)  # the last page of the day comes back empty
     client, _ = client_for(standin)
     monkeypatch.setattr(exchange_source, "ccxt_client", lambda exchange_id, options=None: client)
     settings = levibot_env(source="ccxt")
     with dg.instance_for_test() as instance:
         result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
                                 partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+    failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+    return result, failure, settings
+
+
+def test_a_short_day_is_not_stored_and_nothing_downstream_runs(standin, levibot_env, monkeypatch):
+    from levibot_assets.core.layout import DataLayout
+
+    standin.fail(KLINES, raw("[]"), times=6, after=1)  # the last page of the day comes back empty
+    result, failure, settings = _full_day_through_dagster(standin, levibot_env, monkeypatch)
 
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "raw_ohlcv"
     assert "the page for 2023-03-20 16:40..2023-03-20 23:59 came back empty 6 times" in failure.event_specific_data.error.message
     assert result.get_asset_materialization_events() == []
@@ -499,11 +507,7 @@ def test_a_dripping_server_cannot_hold_a_day_past_the_days_deadline(standin):
 ])
 def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_features(candles, levibot_env, monkeypatch,
                                                                                   fault, cause):
-    from levibot_assets_tests.graph import features, raw_ohlcv
     from levibot_assets.core.layout import DataLayout
-    from levibot_assets.definitions import build_resources
-    from levibot_assets.partitions import partition_key
-    from levibot_assets.core.sources import exchange as exchange_source
 
     i = next(n for n, row in enumerate(candles) if row[0] == ms("2023-03-20 11:40"))
     bad = [candles[i][0], candles[i][1], candles[i][2] * 1000, candles[i][3], candles[i][4] * 1000, candles[i][5]]
@@ -512,15 +516,9 @@ def test_a_spike_or_a_conflicting_minute_from_the_exchange_never_reaches_feature
     else:
         candles.insert(i + 1, bad)
     with BinanceStandIn(candles) as standin:
-        client, _ = client_for(standin)
-        monkeypatch.setattr(exchange_source, "ccxt_client", lambda exchange_id, options=None: client)
-        settings = levibot_env(source="ccxt")
-        with dg.instance_for_test() as instance:
-            result = dg.materialize([raw_ohlcv, features], resources=build_resources(settings), instance=instance,
-                                    partition_key=partition_key(FULL_DAY, "BTCUSDT"), raise_on_error=False)
+        result, failure, settings = _full_day_through_dagster(standin, levibot_env, monkeypatch)
 
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "raw_ohlcv" and cause in failure.event_specific_data.error.message
     assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
     layout = DataLayout(settings.data_dir)
