@@ -1,5 +1,6 @@
 """Range runs: many (date, symbol) partitions in one run, each checked before it replaces what is on disk."""
 import datetime as dt
+import os
 
 import dagster as dg
 import numpy as np
@@ -96,25 +97,36 @@ def test_a_failing_blocking_check_keeps_the_previous_file_and_names_the_cause(le
     settings = levibot_env()
     layout = DataLayout(settings.data_dir)
     tags = _range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT")
+    good = [f"{d}|BTCUSDT" for d in DATES if d != BAD_DAY]
+    bad = f"{BAD_DAY}|BTCUSDT"
     with dg.instance_for_test() as instance:
         assert dg.materialize(ASSETS, resources=build_resources(settings), instance=instance, tags=tags).success
         before = parquet_files(layout.root)
+        for path in layout.root.rglob("*.parquet"):  # so a rewrite of a good day shows (same bytes)
+            os.utime(path, (0, 0))
 
         result = dg.materialize(ASSETS, instance=instance, tags=tags, raise_on_error=False,
                                 resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
         assert not result.success
+        # raw_ohlcv names its bad day and lets features go on with the good ones; features fails the run
+        steps = {e.step_key: e.event_type_value for e in result.all_events if e.is_step_success or e.is_step_failure}
+        assert steps == {"raw_ohlcv": "STEP_SUCCESS", "features": "STEP_FAILURE"}
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        assert failure.step_key == "raw_ohlcv"
         message = failure.event_specific_data.error.message
-        assert f"{BAD_DAY}|BTCUSDT: not stored, check consistent_bars failed" in message
+        assert f"{bad}: not stored, upstream raw_ohlcv: check consistent_bars failed" in message
         assert "1 of 3 partition(s) failed" in message
-        (bad,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
-        assert (bad.check_name, bad.partition, bad.severity) == ("consistent_bars", f"{BAD_DAY}|BTCUSDT",
-                                                                  dg.AssetCheckSeverity.ERROR)
-        # the good days of the range were written and recorded; the bad one was not; features never ran
-        assert {m.partition for m in result.get_asset_materialization_events()} == {
-            f"{d}|BTCUSDT" for d in DATES if d != BAD_DAY}
-        assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"] == ["raw_ohlcv"]
+        (evaluation,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        assert (evaluation.check_name, evaluation.partition, evaluation.severity) == (
+            "consistent_bars", bad, dg.AssetCheckSeverity.ERROR)
+        # the good days of the range were written and recorded by both assets; the bad day by neither
+        for asset in ("raw_ohlcv", "features"):
+            assert sorted(m.partition for m in result.get_asset_materialization_events()
+                          if m.asset_key == dg.AssetKey(asset)) == good
+            status = instance.get_status_by_partition(dg.AssetKey(asset), [*good, bad], raw_ohlcv.partitions_def)
+            assert {k for k, v in status.items() if v.value == "FAILED"} == {bad}, (asset, status)
+        rewritten = {p for p in layout.root.rglob("*.parquet") if p.stat().st_mtime > 0}
+        assert rewritten == {layout.table(asset, d, "BTCUSDT") for asset in ("raw_ohlcv", "features")
+                             for d in DATES if d != BAD_DAY}
     after = parquet_files(layout.root)
     assert after == before  # byte-identical: the bad day never replaced the good file
 

@@ -20,9 +20,12 @@ materializations are already recorded (see `_self_recorded`).
 
 A partition that fails (its source, a missing upstream file, a blocking check, an OS error while
 storing it) leaves its previous files untouched; the others go on, except after an exchange ban
-(every request extends it): the run stops there. At the end the run fails naming every failed partition and its
-cause, and the partitions that were written are still recorded as materialized. Dagster then skips
-the downstream steps of the run for every partition (docs/operations.md, a known limitation).
+(every request extends it): the run stops there. The partitions that were written are recorded as
+materialized. Dagster skips every downstream step of a step that fails, so in a range run whose
+later steps depend on this one, a step that stored some of its partitions does not fail: it names
+the others in its output's metadata, and each later step fails exactly those partitions (their own
+downstream partitions, the same date and symbol) and goes on with the good days. The last step of the
+chain fails the run, naming every failed partition with its first cause.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
 
 from levibot_assets.core.redaction import redact_text
 from levibot_assets.core.ohlcv import ExchangeBanned
@@ -46,6 +49,8 @@ from levibot_assets.partitions import parse_partition_key, partition_key
 
 ERROR = dg.AssetCheckSeverity.ERROR
 PROGRESS_LINES = 20  # progress log lines per asset and run, however long the range
+NOT_STORED = "not stored, "
+FAILED_PARTITIONS = "failed_partitions"  # output metadata: {partition: first cause} for the later steps
 DECIMALS = 4  # floats shown in the UI's metadata
 
 
@@ -125,10 +130,15 @@ def _latest(context: dg.AssetExecutionContext, key: str) -> TargetMaterializatio
 
 
 def _evaluations(
-    context: dg.AssetExecutionContext, key: str, results: Sequence[dg.AssetCheckResult]
+    context: dg.AssetExecutionContext, key: str, results: Sequence[dg.AssetCheckResult], carried: bool = False
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """Check results recorded against one partition (Dagster would record them against the run's
-    range) and against its latest materialization, so the check's Partitions tab shows them."""
+    range) and against its latest materialization, so the check's Partitions tab shows them.
+
+    `carried`: a later step of the run skips this partition, so a failed blocking check is recorded
+    as not blocking the step (Dagster fails a step with one, and then skips the later steps for every
+    partition); the partition is not stored either way.
+    """
     target = _latest(context, key) if results else None
     for result in results:
         yield dg.AssetCheckEvaluation(
@@ -139,7 +149,7 @@ def _evaluations(
             target_materialization_data=target,
             severity=result.severity,
             description=result.description,
-            blocking=result.severity == ERROR,
+            blocking=result.severity == ERROR and not (carried and not result.passed),
             partition=key,
         )
 
@@ -158,41 +168,52 @@ def materialize_partitions(
 ) -> Iterator[Any]:
     """Run `compute` for each partition of the run and yield the events Dagster records."""
     asset_key = context.asset_key
+    asset_name = asset_key.to_user_string()
     partitions = ordered_partitions(context)
     if not partitions:  # `--partition-range B...A` with B after A: Dagster runs it with no partition
         tags = context.run.tags
         raise dg.Failure(
-            f"the run holds no partition of {asset_key.to_user_string()}: its range "
+            f"the run holds no partition of {asset_name}: its range "
             f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')} "
             "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
         )
+    upstream_failed = _upstream_failures(context)
+    carry = len(partitions) > 1 and _later_step_in_run(context)  # a later step goes on with the good days
     failed: dict[str, str] = {}
+    causes: dict[str, str] = {}  # partitions not stored -> their first cause, named for the later steps
     stopped, untried = "", []
+
+    def not_stored(key: str, cause: str, first_cause: str = "") -> None:
+        failed[key] = NOT_STORED + cause
+        causes[key] = first_cause or f"{asset_name}: {cause}"
+        context.log.error(f"{asset_name} {key}: {failed[key]}")
+
     progress_every = max(1, len(partitions) // PROGRESS_LINES)  # every event costs a write to the instance
     started = time.monotonic()
     for n, (date, symbol) in enumerate(partitions, start=1):
         multi_key = partition_key(date, symbol)
         key = str(multi_key)
+        if key in upstream_failed:  # its upstream partition failed earlier in this run: not built on old data
+            not_stored(key, f"upstream {upstream_failed[key]}", upstream_failed[key])
+            continue
         try:
             result = compute(date, symbol)
         except Exception as exc:  # one bad day must not stop a year's backfill; the run still fails
-            failed[key] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            not_stored(key, f"{type(exc).__name__}: {redact_text(str(exc))}")
             if isinstance(exc, ExchangeBanned) and n < len(partitions):
                 stopped = f"\nThe run stopped at {key}: {len(partitions) - n} later partition(s) were not tried."
                 untried = [str(partition_key(d, s)) for d, s in partitions[n:]]
+                causes.update({k: f"{asset_name}: not tried, the run stopped at {key} (exchange ban)" for k in untried})
                 break
             continue
         if blocked := _blocking_failures(result.checks):
-            yield from _evaluations(context, key, result.checks)  # against what stays in service
-            failed[key] = f"not stored, {blocked}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            yield from _evaluations(context, key, result.checks, carried=carry)  # against what stays in service
+            not_stored(key, blocked)
             continue
         try:
             stored = result.store()
         except Exception as exc:  # a full disk, a read-only data directory: the previous files stay
-            failed[key] = f"not stored, {type(exc).__name__}: {redact_text(str(exc))}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            not_stored(key, f"{type(exc).__name__}: {redact_text(str(exc))}")
             continue
         metadata = rounded_metadata({**result.metadata, **stored})
         yield dg.AssetMaterialization(asset_key, partition=key, metadata=metadata, tags=_partition_tags(multi_key))
@@ -200,24 +221,25 @@ def materialize_partitions(
         yield from _evaluations(context, key, [*result.checks, *verified])
         if blocked := _blocking_failures(verified):
             failed[key] = f"stored, but {blocked}"
-            context.log.error(f"{asset_key.to_user_string()} {key}: {failed[key]}")
+            context.log.error(f"{asset_name} {key}: {failed[key]}")
         if n % progress_every == 0 or n == len(partitions):
             elapsed = time.monotonic() - started
             left = elapsed / n * (len(partitions) - n)
             context.log.info(
-                f"{asset_key.to_user_string()}: {n}/{len(partitions)} partitions done ({key}), "
+                f"{asset_name}: {n}/{len(partitions)} partitions done ({key}), "
                 f"{elapsed:.0f} s so far, about {left:.0f} s left"
             )
     if failed:
-        _plan_failed(context, [k for k, cause in failed.items() if cause.startswith("not stored")] + untried)
+        _plan_failed(context, list(causes))
         lines = "\n".join(f"- {key}: {cause}" for key, cause in failed.items())
-        raise dg.Failure(
-            description=f"{asset_key.to_user_string()}: {len(failed)} of {len(partitions)} partition(s) failed "
-            f"(what was not stored kept its previous files):\n{lines}{stopped}",
-            metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
-        )
+        summary = (f"{asset_name}: {len(failed)} of {len(partitions)} partition(s) failed "
+                   f"(what was not stored kept its previous files):\n{lines}{stopped}")
+        skipped_later = all(cause.startswith(NOT_STORED) for cause in failed.values())
+        if not (carry and skipped_later and len(causes) < len(partitions)):
+            raise dg.Failure(description=summary, metadata={FAILED_PARTITIONS: dg.MetadataValue.json(sorted(failed))})
+        context.log.error(f"{summary}\nThe later steps of this run skip these partitions and go on with the others.")
     yield from _check_outputs(context)
-    yield _self_recorded()
+    yield _self_recorded(causes)
 
 
 def _plan_failed(context: dg.AssetExecutionContext, keys: list[str]) -> None:
@@ -233,7 +255,40 @@ def _plan_failed(context: dg.AssetExecutionContext, keys: list[str]) -> None:
         context.instance.report_dagster_event(event, run_id=context.run_id, log_level=logging.DEBUG)
 
 
-def _self_recorded() -> dg.MaterializeResult:
+def _run_plan(context: dg.AssetExecutionContext):
+    """The run's whole execution plan: under the multiprocess, Celery or Kubernetes executor a step's
+    own plan holds only that step."""
+    return context.instance.get_execution_plan_snapshot(context.run.execution_plan_snapshot_id)
+
+
+def _later_step_in_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether a step of this run depends on this one (Dagster would skip it if this step failed)."""
+    plan, me = _run_plan(context), context.get_step_execution_context().step.key
+    executed = set(plan.step_keys_to_execute)
+    return any(
+        handle.step_key == me
+        for step in plan.steps if step.key in executed
+        for step_input in step.inputs for handle in step_input.upstream_output_handles
+    )
+
+
+def _upstream_failures(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """{partition: first cause} of the partitions that an upstream step of this run did not store."""
+    plan, me = _run_plan(context), context.get_step_execution_context().step.key
+    executed = set(plan.step_keys_to_execute)
+    (step,) = [s for s in plan.steps if s.key == me]
+    upstream = {h.step_key for i in step.inputs for h in i.upstream_output_handles} & executed
+    if not upstream:
+        return {}
+    failures: dict[str, str] = {}
+    for record in context.instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_OUTPUT):
+        if record.step_key in upstream:
+            value = record.dagster_event.step_output_data.metadata.get(FAILED_PARTITIONS)
+            failures.update(value.data if value is not None else {})
+    return failures
+
+
+def _self_recorded(causes: Mapping[str, str]) -> dg.MaterializeResult:
     """The asset's output, so the steps downstream run, without a second materialization per partition.
 
     Dagster has no public way to say "this step recorded its materializations itself". The output
@@ -241,8 +296,11 @@ def _self_recorded() -> dg.MaterializeResult:
     purpose, and Dagster 1.13 then records no asset event for that output (execute_step.py,
     _log_materialization_or_observation_events_for_asset) whatever the asset's kind. Imported by
     name so a Dagster without it fails at import; test_range_runs checks one event per partition.
+    The partitions it could not store, with their first cause, go to the later steps of the run
+    (`_upstream_failures`) in the output's metadata.
     """
-    return dg.MaterializeResult(metadata={SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION: True})
+    failures = {FAILED_PARTITIONS: dg.MetadataValue.json(dict(causes))} if causes else {}
+    return dg.MaterializeResult(metadata={SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION: True, **failures})
 
 
 def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
