@@ -69,8 +69,6 @@ def plain_data(files_dir: Path, symbols, dates, layout) -> None:
 
 def plain_models(symbols, test_days, layout) -> None:
     """What lgbm_model does for each (test day, pair), minus Dagster."""
-    import pandas as pd
-
     from levibot_assets.assets.models import presented
     from levibot_assets.core.atomic import atomic_write_bytes
     from levibot_assets.core.dataset import DayCache, align_to_rows, load_feature_window, split_window
@@ -106,8 +104,8 @@ def plain_models(symbols, test_days, layout) -> None:
                 quality.beats_baselines(metric, evaluation.scores["lgbm"][metric],
                                         {n: evaluation.scores[n][metric] for n in evaluation.baselines})
                 key = date.isoformat()
-                feature_drift(pd.concat([f for d, f in window.items() if d < key], ignore_index=True),
-                              window[key], FEATURE_COLUMNS, pipeline.psi_warn)
+                feature_drift([f for d, f in sorted(window.items()) if d < key], window[key], FEATURE_COLUMNS,
+                              pipeline.psi_warn)
                 metrics = {"model_type": "lgbm", "symbol": symbol, "test_date": key,
                            "train_days": sorted(d for d in window if d < key), **training.facts(),
                            "evaluation": evaluation.as_dict()}
