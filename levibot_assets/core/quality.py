@@ -135,7 +135,7 @@ def spike_ratios(bars: pd.DataFrame, neighbours: int = SPIKE_NEIGHBOURS) -> np.n
 def raw_spikes(bars: pd.DataFrame, max_ratio: float = SPIKE_MAX_RATIO) -> QualityResult:
     """Bars whose price jumps more than `max_ratio` away from its neighbours and back: a bad tick, not a market."""
     ratios = spike_ratios(bars)
-    ts = pd.to_datetime(bars["timestamp"], utc=True).sort_values(kind="stable")
+    ts = utc_timestamps(bars["timestamp"]).sort_values(kind="stable")
     spiked = np.flatnonzero(ratios > max_ratio)
     largest = float(ratios.max()) if len(ratios) else 1.0
     description = (
