@@ -5,7 +5,10 @@
   sign in training (Laplace-smoothed), so it scores as a probability and learns whether the market
   was trending or reverting.
 - logistic: standardised, L2-regularised logistic regression on the same features as the models
-  (`fit_logistic`: the strength C is chosen by walk-forward AUC inside the training rows).
+  (`fit_logistic`: the strength C is chosen by walk-forward AUC inside the training rows). Each fit
+  is solved by Newton steps (sklearn's newton-cholesky) to a gradient of LOGISTIC_TOL: the optimum
+  to about 1e-6 in P(up) in 3 steps. lbfgs at sklearn's default tolerance stopped up to 4e-3 away
+  from it and took 4x the time, the largest cost of a 1-trial model partition (BENCHMARKS.md).
 
 The logistic model is also a releasable candidate family (`LogisticClassifier`, model type
 "logistic", saved as coefficients + scaler in JSON). Where it competes as a candidate (best_release)
@@ -33,6 +36,7 @@ LOGISTIC_FORMAT = 1
 # Inverse L2 strengths tried, strongest regularisation first (a tie keeps the stronger one).
 LOGISTIC_C_GRID = (0.01, 0.1, 1.0)
 LOGISTIC_FOLDS = 2
+LOGISTIC_TOL = 1e-8  # largest gradient component at the solution
 DEFAULT_HORIZON = 15
 
 
@@ -109,7 +113,7 @@ def _fit_fixed(x: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, np.n
     scale[~(scale > 0)] = 1.0  # a constant feature: as StandardScaler does
     from sklearn.linear_model import LogisticRegression  # here: ~2 s at import that data steps never need
 
-    model = LogisticRegression(C=C, max_iter=1000)
+    model = LogisticRegression(C=C, solver="newton-cholesky", tol=LOGISTIC_TOL, max_iter=1000)
     model.fit((x - mean) / scale, y)
     return mean, scale, model.coef_[0].astype("float64"), float(model.intercept_[0])
 
