@@ -150,7 +150,6 @@ def main() -> None:
     os.environ.update({"LEVIBOT_SOURCE": "files", "LEVIBOT_FILES_DIR": str(args.files_dir), "LEVIBOT_START_DATE": "2023-03-17",
                        "LEVIBOT_SYMBOLS": ",".join(symbols), "LEVIBOT_OPTUNA_TRIALS": "1", "LEVIBOT_DATA_DIR": str(tmp / "plain")})
     import levibot_assets.core.lgbm  # noqa: F401  (import costs are not part of the plain loop)
-    import sklearn.linear_model  # noqa: F401  (the logistic baseline's)
     import matplotlib
 
     matplotlib.use("Agg")  # as core.plots does

@@ -79,6 +79,23 @@ def test_logistic_is_chosen_on_training_rows_and_matches_sklearn(data, logistic)
     np.testing.assert_array_equal(shuffled.coef, logistic.coef)
 
 
+def test_logistic_fit_is_sklearns_optimum_and_refuses_a_single_class():
+    """The numpy Newton fit reaches the optimum of sklearn's objective (its own newton-cholesky solver
+    as the reference), for every C of the grid, with the intercept unpenalised."""
+    from levibot_assets.core.baselines import _newton_logistic
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(3000, 5))
+    y = (z @ np.array([1.0, -0.5, 0.0, 0.2, 2.0]) + 1.5 + rng.logistic(size=3000) > 0).astype(int)
+    for C in LOGISTIC_C_GRID:
+        coef, intercept = _newton_logistic(z, y, C)
+        reference = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-10, max_iter=1000).fit(z, y)
+        np.testing.assert_allclose(coef, reference.coef_[0], rtol=0, atol=1e-9)
+        assert intercept == pytest.approx(reference.intercept_[0], abs=1e-9)
+    with pytest.raises(ValueError, match="needs both classes"):
+        _newton_logistic(z, np.ones(3000), 1.0)
+
+
 def test_logistic_release_is_json_hashed_and_loaded_by_the_serving_loader(tmp_path, data, logistic):
     assert model_class("logistic") is LogisticClassifier
     layout = DataLayout(tmp_path / "data")
