@@ -50,7 +50,7 @@ class TrainTest:
 
 def _check_labels(frame: pd.DataFrame, day: str) -> None:
     available = frame[LABEL_AVAILABLE_COLUMN].to_numpy().astype(bool)
-    known = frame[LABEL_COLUMN].to_numpy(dtype="float64", na_value=np.nan)[available]  # numpy: each window checks 14 days
+    known = frame[LABEL_COLUMN].to_numpy(dtype="float64", na_value=np.nan)[available]  # numpy: 14 days per window
     missing = np.isnan(known)
     if missing.any():
         raise DatasetError(f"features of {day}: {int(missing.sum())} rows marked label_available have a NaN label")

@@ -202,7 +202,8 @@ def features_complete_after_warmup(frame: pd.DataFrame) -> QualityResult:
     there. A NaN elsewhere means a zero-volume stretch (volume_rel_30 is undefined) or a bug.
     """
     ts = utc_timestamps(frame["timestamp"]).reset_index(drop=True)
-    times = ts.dt.tz_localize(None).to_numpy()  # datetime64: a tz-aware to_numpy() is Timestamp objects, 9 ms a day to subtract
+    # datetime64 (UTC): a tz-aware to_numpy() gives Timestamp objects, which took 5 ms a day to subtract
+    times = ts.dt.tz_localize(None).to_numpy()
     warmed = np.zeros(len(frame), dtype=bool)
     if len(frame) > MAX_LOOKBACK:
         warmed[MAX_LOOKBACK:] = (times[MAX_LOOKBACK:] - times[:-MAX_LOOKBACK]) == np.timedelta64(MAX_LOOKBACK * 60, "s")
