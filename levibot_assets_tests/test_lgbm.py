@@ -52,6 +52,20 @@ def test_model_file_is_byte_identical_across_runs(window, tmp_path):
     assert first.facts()["trials"] == TRIALS
 
 
+def test_one_trial_takes_the_first_draw_without_cross_validation(window):
+    """With one trial there is nothing to choose between: the parameters are those the first trial of a
+    scored study gets, no fold is fitted, and the facts say so instead of showing a CV score."""
+    data = split_window(_first_days(window, 4), FIRST + dt.timedelta(days=3), HORIZON)
+    lines = []
+    single = train_lgbm(data.train, n_trials=1, **LGBM, progress=lines.append)
+    scored = tune(data.train, n_trials=2, **LGBM)
+    assert single.tuning.best_params == scored.study.trials[0].params
+    facts = single.facts()
+    assert (facts["trials"], facts["cv_folds"], facts["cv_log_loss"]) == (1, 0, None)
+    assert len(lines) == 1 and "no cross-validation" in lines[0]
+    assert train_lgbm(data.train, n_trials=2, **LGBM).facts()["cv_folds"] == 3
+
+
 def test_long_studies_report_at_most_eight_progress_lines_and_always_the_last_trial():
     import optuna
 

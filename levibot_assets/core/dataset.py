@@ -49,10 +49,12 @@ class TrainTest:
 
 
 def _check_labels(frame: pd.DataFrame, day: str) -> None:
-    known = frame.loc[frame[LABEL_AVAILABLE_COLUMN].astype(bool), LABEL_COLUMN]
-    if known.isna().any():
-        raise DatasetError(f"features of {day}: {int(known.isna().sum())} rows marked label_available have a NaN label")
-    if not known.isin([0.0, 1.0]).all():
+    available = frame[LABEL_AVAILABLE_COLUMN].to_numpy().astype(bool)
+    known = frame[LABEL_COLUMN].to_numpy(dtype="float64", na_value=np.nan)[available]  # numpy: 14 days per window
+    missing = np.isnan(known)
+    if missing.any():
+        raise DatasetError(f"features of {day}: {int(missing.sum())} rows marked label_available have a NaN label")
+    if not ((known == 0.0) | (known == 1.0)).all():
         raise DatasetError(f"features of {day}: labels must be 0 or 1")
 
 

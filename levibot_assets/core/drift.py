@@ -67,19 +67,54 @@ class DriftReport:
         return max(finite) if finite else float("nan")
 
 
+def _finite(values) -> np.ndarray:
+    v = np.asarray(values, dtype="float64")
+    return v[np.isfinite(v)]
+
+
+def _sorted_psi(expected_sorted: np.ndarray, actual: np.ndarray, bins: int = BINS) -> float:
+    """psi(expected, actual) for finite `actual` and finite, ascending `expected_sorted`: the same
+    edges (np.quantile reads the same order statistics of a sorted array) and the same bin counts,
+    read off the sorted values with one searchsorted per edge instead of one per value."""
+    if expected_sorted.size == 0 or actual.size == 0:
+        return float("nan")
+    edges = bin_edges(expected_sorted, bins)
+    at_or_below = np.searchsorted(expected_sorted, edges, side="right")  # values <= each edge
+    counts = np.diff(np.concatenate(([0], at_or_below, [expected_sorted.size])))
+    pe = np.clip(counts / counts.sum(), EPSILON, None)
+    pa = np.clip(bin_shares(actual, edges), EPSILON, None)
+    return float(np.sum((pa - pe) * np.log(pa / pe)))
+
+
+def _pooled(days: Sequence[pd.DataFrame], column: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Each day's finite values of `column`, all of them sorted, and which day each sorted value came from."""
+    values = [_finite(day[column]) for day in days]
+    everything = np.concatenate(values)
+    owner = np.repeat(np.arange(len(values)), [v.size for v in values])
+    order = np.argsort(everything)
+    return values, everything[order], owner[order]
+
+
+def _leave_one_out(values: list[np.ndarray], ordered: np.ndarray, owner: np.ndarray) -> list[float]:
+    return [_sorted_psi(ordered[owner != k], values[k]) for k in range(len(values))]
+
+
+def _calibration_days(days: Sequence[pd.DataFrame]) -> None:
+    if len(days) < 2:
+        raise ValueError(f"drift: calibration needs at least 2 training days, got {len(days)}")
+
+
 def ordinary_psi(days: Sequence[pd.DataFrame], columns: Sequence[str]) -> dict[str, list[float]]:
     """Per column, the PSI of each day against the other days together (leave one day out).
 
     What an ordinary day of this window scores: volatility or volume move a lot from one day to the
-    next, so a fixed PSI threshold fires on most days (BENCHMARKS.md, drift calibration).
+    next, so a fixed PSI threshold fires on most days (BENCHMARKS.md, drift calibration). Equal to
+    psi(concatenation of the other days, day) for every day, but each column is sorted once and each
+    day's leave-one-out values are that order minus the day's own (no sort or scan of the other
+    days' values per day: 13 training days x 15 features were most of a model partition's drift check).
     """
-    if len(days) < 2:
-        raise ValueError(f"drift: calibration needs at least 2 training days, got {len(days)}")
-    out: dict[str, list[float]] = {}
-    for c in columns:
-        values = [np.asarray(day[c], dtype="float64") for day in days]
-        out[c] = [psi(np.concatenate(values[:k] + values[k + 1:]), values[k]) for k in range(len(values))]
-    return out
+    _calibration_days(days)
+    return {c: _leave_one_out(*_pooled(days, c)) for c in columns}
 
 
 def drift_bound(ordinary: Sequence[float], margin: float) -> float:
@@ -94,9 +129,9 @@ def feature_drift(train_days: Sequence[pd.DataFrame], test: pd.DataFrame, column
     missing = sorted({c for frame in (*train_days, test) for c in columns if c not in frame.columns})
     if missing:
         raise ValueError(f"drift: columns missing from the frames: {', '.join(missing)}")
-    ordinary = ordinary_psi(train_days, columns)
-    train = {c: np.concatenate([np.asarray(day[c], dtype="float64") for day in train_days]) for c in columns}
+    _calibration_days(train_days)
+    pooled = {c: _pooled(train_days, c) for c in columns}  # sorted once for both the test day and the bounds
     return DriftReport(
-        {c: psi(train[c], test[c].to_numpy()) for c in columns},
-        {c: drift_bound(ordinary[c], margin) for c in columns},
+        {c: _sorted_psi(ordered, _finite(test[c])) for c, (_, ordered, _) in pooled.items()},
+        {c: drift_bound(_leave_one_out(*pooled[c]), margin) for c in columns},
     )

@@ -39,6 +39,7 @@ from levibot_assets.core.metrics import (
     round_trip_bps,
     trading_rule,
 )
+from levibot_assets.core.ohlcv import utc_timestamps
 
 PREDICTION_COLUMNS = ("timestamp", "label", "scored")
 SCORE_COLUMNS = (*METRICS, "n_trades", "total_return", "hit_rate", "gross_edge_bps", "round_trip_bps", "entry_threshold")
@@ -200,7 +201,7 @@ def evaluate_models(
             "not_calibrated": [n for n, t in thresholds.items() if np.isnan(t)],
         },
         predictions=pd.DataFrame({
-            "timestamp": pd.DatetimeIndex(pd.to_datetime(test_rows["timestamp"], utc=True)),
+            "timestamp": pd.DatetimeIndex(utc_timestamps(test_rows["timestamp"])),
             "label": test_rows[LABEL_COLUMN].to_numpy(dtype="float64"),
             "scored": common,
             **arrays,

@@ -3,7 +3,9 @@
 Tuning minimises the mean validation log loss over the folds of core.splits (a proper score: the
 trading rule needs calibrated probabilities, not only a good ranking). Each fold's running mean is
 reported to Optuna so a MedianPruner can stop hopeless trials early. The best parameters are refit
-once on the whole training period; that model is the one saved and evaluated.
+once on the whole training period; that model is the one saved and evaluated. One trial in an
+in-memory study has nothing to choose between: its parameters are drawn and refit, no fold is
+fitted, and the facts say so (cv_folds 0, cv_log_loss None).
 
 Determinism: the TPE sampler is seeded and LightGBM runs with deterministic=True, force_row_wise,
 fixed seeds and a fixed thread count, so the same rows give a byte-identical `lgbm.txt` (with an
@@ -405,9 +407,11 @@ def tune(
 
     if storage and not study_name:
         raise ValueError("a shared Optuna storage needs a study_name (one per (date, symbol))")
-    folds = walk_forward_splits(train["timestamp"], horizon, n_folds=N_FOLDS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(storage, study_name)
+    if n_trials == 1 and not storage:
+        return _single_draw(study, progress)
+    folds = walk_forward_splits(train["timestamp"], horizon, n_folds=N_FOLDS)
     started = time.perf_counter()
     remaining = n_trials - len(_finished(study))
     if remaining > 0:
@@ -429,6 +433,18 @@ def tune(
     )
 
 
+def _single_draw(study: optuna.Study, progress: Progress | None) -> TuningResult:
+    """One trial in a study of its own: its parameters are the seeded sampler's first draw whatever
+    the folds would score, so they are not scored (the 3 fold fits were most of a 1-trial training).
+    The refit, and so the model, is the one a scored trial gives; cv_log_loss is None, cv_folds 0."""
+    started = time.perf_counter()
+    params = suggest_params(study.ask())
+    if progress is not None:
+        progress("optuna: 1 trial, parameters drawn once (nothing to choose between, so no cross-validation)")
+    return TuningResult(best_params=params, best_value=float("nan"), study=study, n_trials=1, n_pruned=0,
+                        seconds=time.perf_counter() - started, folds=0)
+
+
 @dataclass
 class LgbmTraining:
     model: LgbmClassifier
@@ -441,7 +457,7 @@ class LgbmTraining:
             "train_seconds": round(self.train_seconds, 3),
             "trials": self.tuning.n_trials,
             "pruned_trials": self.tuning.n_pruned,
-            "cv_log_loss": self.tuning.best_value,
+            "cv_log_loss": self.tuning.best_value if self.tuning.folds else None,
             "cv_folds": self.tuning.folds,
             "best_params": self.tuning.best_params,
         }

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from levibot_assets.core.ohlcv import MINUTE
+from levibot_assets.core.ohlcv import MINUTE, utc_timestamps
 
 MINUTES_PER_YEAR = 365 * 1440
 _EPS = 1e-15
@@ -160,7 +160,7 @@ def trading_rule(
     fee_bps: float,
 ) -> TradingResult:
     """Run the long/short/flat rule of the module docstring over time-sorted scored rows (NaN threshold: flat)."""
-    ts = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
+    ts = pd.DatetimeIndex(utc_timestamps(timestamps))
     if len(ts) == 0:
         raise ValueError("no rows to trade on")
     if not ts.is_monotonic_increasing:
