@@ -38,12 +38,14 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 import sqlalchemy as db
+import sqlalchemy.exc as db_exc
 import sqlalchemy.pool as db_pool
 from dagster._config import BoolSource, Enum, EnumValue, Field, StringSource
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, DagsterEventType
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
@@ -71,11 +73,15 @@ PG_MAX_OVERFLOW = 10  # concurrent requests of a webserver or daemon open more, 
 PG_POOL_RECYCLE_S = 3600
 
 _HOOKS = {  # private Dagster internals used here: checked so another release falls back to stock
-    SqliteEventLogStorage: ("_connect", "_initdb", "_initialized_dbs", "_db_lock", "path_for_shard", "conn_string_for_shard"),
+    SqliteEventLogStorage: (
+        "_connect", "_initdb", "_initialized_dbs", "_db_lock", "path_for_shard", "conn_string_for_shard", "run_connection",
+    ),
     SqliteRunStorage: ("connect", "_conn_string"),
     SqlEventLogStorage: (
         "_store_asset_check_evaluation_planned", "_event_insert_timestamp", "prepare_insert_event",
-        "_store_asset_event_tags", "store_asset_check_event", "index_transaction",
+        "_store_asset_event_tags", "store_asset_check_event", "index_transaction", "_event_to_row",
+        "_get_asset_entry_values", "_has_asset_key_index_cols_on_connection", "_store_asset_event",
+        "_update_asset_check_evaluation",
     ),
 }
 
@@ -94,6 +100,20 @@ def _hooks_present() -> bool:
 
 
 HOOKS_PRESENT = _hooks_present()
+
+
+def _check_result_statement(partitioned: bool):
+    """Stock's update of a planned check row by a result (sql_event_log._update_asset_check_evaluation),
+    built once with bound parameters (stock builds the statement with its values at every event)."""
+    table = AssetCheckExecutionsTable
+    where = [table.c[k] == db.bindparam(f"b_{k}") for k in ("asset_key", "check_name", "run_id")]
+    where.append(table.c.partition == db.bindparam("b_partition") if partitioned else table.c.partition.is_(None))
+    columns = ("execution_status", "evaluation_event", "evaluation_event_timestamp", "evaluation_event_storage_id",
+               "materialization_event_storage_id", "partition")
+    return table.update().where(db.and_(*where)).values({k: db.bindparam(f"b_{k}") for k in columns})
+
+
+_CHECK_RESULT, _CHECK_RESULT_UNPARTITIONED = _check_result_statement(True), _check_result_statement(False)
 
 
 class RangeRunEvents:
@@ -145,12 +165,15 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
         inst_data: ConfigurableClassData | None = None,
         one_planned_event_per_run: bool = True,
         synchronous: str = "NORMAL",
+        lean_event_writes: bool = True,
     ):
         self.one_planned_event_per_run = one_planned_event_per_run
         self.synchronous = SYNCHRONOUS[synchronous.upper()]
+        self.lean_event_writes = lean_event_writes
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._tables: set[str] = set()
+        self._asset_key_index_cols = False
         super().__init__(base_dir, inst_data=inst_data)
 
     def _set_synchronous(self, dbapi_connection, _record) -> None:
@@ -205,6 +228,75 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
             return True
         return False
 
+    def store_event(self, event: EventLogEntry) -> None:
+        """Stock's store_event, except for a run's check evaluation (3-4 per partition and asset): stock
+        serializes it twice and writes the index database in two transactions (the event's copy, then
+        its check row); here once, in one. The rows are stock's."""
+        if not (
+            self.lean_event_writes
+            and event.is_dagster_event
+            and event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            and event.run_id
+            and self.supports_asset_checks  # else stock, which names the migration to run
+        ):
+            return super().store_event(event)
+        row = self._event_to_row(event)
+        with self.run_connection(event.run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), row)
+        with self.index_connection() as conn:
+            event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+            updated = self._record_check_evaluation(conn, event, event_id, row["event"])
+        if updated > 1:  # as stock, after the commit
+            raise DagsterInvariantViolationError(
+                f"Updated {updated} rows for asset check evaluation {event.dagster_event.event_specific_data.asset_check_key} "
+                "as a result of duplicate AssetCheckPlanned events."
+            )
+
+    def _record_check_evaluation(self, conn: db.engine.Connection, event: EventLogEntry, event_id: int, serialized: str) -> int:
+        """Stock's _update_asset_check_evaluation on `conn` with the event serialized already: the
+        planned row of (asset, check, run, partition) takes the result, or a new row when none was planned."""
+        evaluation = event.dagster_event.event_specific_data
+        target = evaluation.target_materialization_data
+        status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+        row = dict(
+            asset_key=evaluation.asset_key.to_string(),
+            check_name=evaluation.check_name,
+            run_id=event.run_id,
+            partition=evaluation.partition,
+            execution_status=status.value,
+            evaluation_event=serialized,
+            evaluation_event_timestamp=self._event_insert_timestamp(event),
+            evaluation_event_storage_id=event_id,
+            materialization_event_storage_id=target.storage_id if target else None,
+        )
+        update = _CHECK_RESULT_UNPARTITIONED if evaluation.partition is None else _CHECK_RESULT
+        updated = conn.execute(update, {f"b_{k}": v for k, v in row.items()}).rowcount
+        if updated == 0:
+            updated = conn.execute(AssetCheckExecutionsTable.insert(), row).rowcount
+        return updated
+
+    def _has_asset_key_index_cols_on_connection(self, conn: db.engine.Connection) -> bool:
+        """Stock inspects the asset table's columns at every materialization; columns that exist stay."""
+        if not (self.lean_event_writes and self._asset_key_index_cols):
+            self._asset_key_index_cols = super()._has_asset_key_index_cols_on_connection(conn)
+        return self._asset_key_index_cols
+
+    def _store_asset_event(self, conn: db.engine.Connection, event: EventLogEntry, event_id: int) -> None:
+        """Stock inserts the asset's row at every event and, as it exists after the first, updates it
+        after the IntegrityError: here the update comes first, the insert only when no row was there."""
+        if not (self.lean_event_writes and event.dagster_event and event.dagster_event.asset_key):
+            return super()._store_asset_event(conn, event, event_id)
+        values = self._get_asset_entry_values(event, event_id, self._has_asset_key_index_cols_on_connection(conn))
+        if not values:
+            return
+        key = event.dagster_event.asset_key.to_string()
+        update = AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == key)
+        if conn.execute(update).rowcount == 0:
+            try:
+                conn.execute(AssetKeyTable.insert().values(asset_key=key, **values))
+            except db_exc.IntegrityError:  # another process inserted it since
+                conn.execute(update)
+
     def _dispose_engines(self) -> None:
         with self._db_lock:
             if self._engines_pid == os.getpid():
@@ -215,6 +307,7 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
     def wipe(self) -> None:
         self._dispose_engines()  # wipe deletes run databases: no connection may keep one alive
         self._tables = set()
+        self._asset_key_index_cols = False
         super().wipe()
 
     def dispose(self) -> None:
@@ -268,6 +361,7 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
         keep_connections: bool = True,
         one_planned_event_per_run: bool = True,
         synchronous: str = "NORMAL",
+        lean_event_writes: bool = True,
     ):
         if not HOOKS_PRESENT:
             super().__init__(base_dir, inst_data=inst_data)
@@ -278,7 +372,8 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
         if keep_connections:
             self._run_storage = KeptSqliteRunStorage.from_local(runs_dir)
             self._event_log_storage = KeptSqliteEventLogStorage(
-                events_dir, one_planned_event_per_run=one_planned_event_per_run, synchronous=synchronous
+                events_dir, one_planned_event_per_run=one_planned_event_per_run, synchronous=synchronous,
+                lean_event_writes=lean_event_writes,
             )
         else:
             self._run_storage = SqliteRunStorage.from_local(runs_dir)
@@ -295,6 +390,8 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
             "one_planned_event_per_run": Field(BoolSource, is_required=False, default_value=True),
             "synchronous": Field(Enum("SqliteSynchronous", [EnumValue(v) for v in SYNCHRONOUS]), is_required=False,
                                  default_value="NORMAL", description="SQLite synchronous of the event log (kept connections)"),
+            "lean_event_writes": Field(BoolSource, is_required=False, default_value=True,
+                                       description="check evaluations in one index transaction (kept connections)"),
         }
 
     @classmethod
