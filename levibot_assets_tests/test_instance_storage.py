@@ -140,3 +140,46 @@ def test_stock_sqlite_storage_stays_one_line_away(tmp_path, monkeypatch, levibot
         assert result.success
         assert len(_planned(instance, result.run_id)) == 2 * len(DATES)  # stock: one per partition and asset
     shutil.rmtree(tmp_path / "home")
+
+
+def _index_rows(instance) -> tuple[list, list, list]:
+    """What a range run left in the index database, without ids, run ids and times: check rows (each
+    naming the event it stored and the materialization it targets by partition), event copies, asset rows."""
+    from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+
+    with instance.event_log_storage.index_connection() as conn:
+        events = {r["id"]: r for r in conn.execute(SqlEventLogStorageTable.select()).mappings().all()}
+        checks = conn.execute(AssetCheckExecutionsTable.select()).mappings().all()
+        assets = conn.execute(AssetKeyTable.select()).mappings().all()
+    check_rows = []
+    for row in checks:
+        stored = events.get(row["evaluation_event_storage_id"])
+        if row["execution_status"] != "PLANNED":
+            assert stored is not None and stored["event"] == row["evaluation_event"]  # the row holds the stored event
+        target = events.get(row["materialization_event_storage_id"])
+        check_rows.append((row["asset_key"], row["check_name"], row["partition"], row["execution_status"],
+                           target and (target["dagster_event_type"], target["partition"])))
+    copies = [(r["dagster_event_type"], r["asset_key"], r["partition"]) for r in events.values()]
+    asset_rows = [(r["asset_key"], deserialize_value(r["last_materialization"]).event_log_entry.dagster_event.partition)
+                  for r in assets if r["last_materialization"]]
+    return sorted(check_rows, key=str), sorted(copies, key=str), sorted(asset_rows)
+
+
+def test_lean_event_writes_leave_the_rows_stock_writes(tmp_path, monkeypatch, levibot_env):
+    """lean_event_writes (the default) stores a check evaluation in one index transaction: the same
+    rows as with it off (stock's store_event), for passed, failed and never-run checks."""
+    settings = levibot_env()
+    base = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
+    rows = {}
+    for lean in (True, False):
+        storage = {"custom": {**base["custom"], "config": {**base["custom"]["config"], "lean_event_writes": lean}}}
+        with _project_instance(tmp_path / f"home-{lean}", monkeypatch, storage) as instance:
+            assert instance.event_log_storage.lean_event_writes is lean
+            result = dg.materialize(ASSETS, instance=instance, tags=_range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT"),
+                                    raise_on_error=False,
+                                    resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
+            assert not result.success  # BAD_DAY fails its blocking check; the others are stored
+            rows[lean] = _index_rows(instance)
+    assert rows[True] == rows[False]
+    statuses = {status for _, _, _, status, _ in rows[True][0]}
+    assert {"SUCCEEDED", "FAILED", "PLANNED"} <= statuses
