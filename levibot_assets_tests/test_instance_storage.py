@@ -183,3 +183,20 @@ def test_lean_event_writes_leave_the_rows_stock_writes(tmp_path, monkeypatch, le
     assert rows[True] == rows[False]
     statuses = {status for _, _, _, status, _ in rows[True][0]}
     assert {"SUCCEEDED", "FAILED", "PLANNED"} <= statuses
+
+
+def test_the_storage_names_the_materialization_a_run_just_stored(project_instance, levibot_env):
+    """What the check evaluations after a partition's materialization target (assets/partition_runs.py):
+    the record Dagster's lookup returns, and nothing for another run, asset or partition."""
+    settings = levibot_env()
+    result = dg.materialize([ASSETS[0]], resources=build_resources(settings), instance=project_instance,
+                            tags=_range(DATES[0], DATES[1], "BTCUSDT", "BTCUSDT"))
+    assert result.success
+    events, asset, key = project_instance.event_log_storage, dg.AssetKey("raw_ohlcv"), f"{DATES[1]}|BTCUSDT"
+    (record,) = project_instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1).records
+    target = events.materialization_just_stored(result.run_id, asset, key)
+    assert (target.storage_id, target.run_id, target.timestamp) == (record.storage_id, record.run_id, record.timestamp)
+    assert events.materialization_just_stored(result.run_id, asset, f"{DATES[0]}|BTCUSDT") is None  # not the last
+    assert events.materialization_just_stored("another-run", asset, key) is None
+    assert events.materialization_just_stored(result.run_id, dg.AssetKey("features"), key) is None
