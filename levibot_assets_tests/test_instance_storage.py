@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-from dagster._serdes import deserialize_value
+from dagster._serdes import deserialize_value, serialize_value
 
 from levibot_assets.instance import storage as instance_storage
 from levibot_assets.definitions import build_resources
@@ -160,7 +160,10 @@ def _index_rows(instance) -> tuple[list, list, list]:
         check_rows.append((row["asset_key"], row["check_name"], row["partition"], row["execution_status"],
                            target and (target["dagster_event_type"], target["partition"])))
     copies = [(r["dagster_event_type"], r["asset_key"], r["partition"]) for r in events.values()]
-    asset_rows = [(r["asset_key"], deserialize_value(r["last_materialization"]).event_log_entry.dagster_event.partition)
+    for row in assets:  # the last materialization as Dagster's serdes writes it
+        assert row["last_materialization"] is None or serialize_value(deserialize_value(row["last_materialization"])) == row["last_materialization"]
+    asset_rows = [(r["asset_key"], deserialize_value(r["last_materialization"]).event_log_entry.dagster_event.partition,
+                   r["last_run_id"] is not None, r["last_materialization_timestamp"] is not None)
                   for r in assets if r["last_materialization"]]
     return sorted(check_rows, key=str), sorted(copies, key=str), sorted(asset_rows)
 

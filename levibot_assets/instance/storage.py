@@ -68,6 +68,7 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster._time import datetime_from_timestamp
 from dagster._utils import mkdir_p
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,12 @@ def _check_result_statement(partitioned: bool):
 
 
 _CHECK_RESULT, _CHECK_RESULT_UNPARTITIONED = _check_result_statement(True), _check_result_statement(False)
+
+
+def _record_json(storage_id: int, event_json: str) -> str:
+    """serialize_value(EventLogRecord(storage_id, event)) from the event's JSON: Dagster's serdes writes
+    a record's fields in name order (test_instance_storage checks the result against serialize_value)."""
+    return f'{{"__class__": "EventLogRecord", "event_log_entry": {event_json}, "storage_id": {int(storage_id)}}}'
 
 
 class RangeRunEvents:
@@ -258,28 +265,37 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
         return False
 
     def store_event(self, event: EventLogEntry) -> None:
-        """Stock's store_event, except for a run's check evaluation (3-4 per partition and asset): stock
-        serializes it twice and writes the index database in two transactions (the event's copy, then
-        its check row); here once, in one. The rows are stock's."""
-        if not (
-            self.lean_event_writes
-            and event.is_dagster_event
-            and event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-            and event.run_id
-            and self.supports_asset_checks  # else stock, which names the migration to run
-        ):
-            return super().store_event(event)
-        row = self._event_to_row(event)
-        with self.run_connection(event.run_id) as conn:
-            conn.execute(SqlEventLogStorageTable.insert(), row)
-        with self.index_connection() as conn:
-            event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
-            updated = self._record_check_evaluation(conn, event, event_id, row["event"])
-        if updated > 1:  # as stock, after the commit
-            raise DagsterInvariantViolationError(
-                f"Updated {updated} rows for asset check evaluation {event.dagster_event.event_specific_data.asset_check_key} "
-                "as a result of duplicate AssetCheckPlanned events."
-            )
+        """Stock's store_event, except for a run's check evaluations (3-4 per partition and asset) and
+        materializations: stock serializes each twice (the event, then its check row or its asset's
+        last-materialization record) and writes a check's index copy and check row in two transactions;
+        here the event is serialized once and each database written in one transaction. The rows are stock's."""
+        kind = event.dagster_event_type if self.lean_event_writes and event.is_dagster_event and event.run_id else None
+        if kind == DagsterEventType.ASSET_CHECK_EVALUATION and self.supports_asset_checks:  # else stock names the migration
+            row = self._event_to_row(event)
+            with self.run_connection(event.run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), row)
+            with self.index_connection() as conn:
+                event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+                updated = self._record_check_evaluation(conn, event, event_id, row["event"])
+            if updated > 1:  # as stock, after the commit
+                raise DagsterInvariantViolationError(
+                    f"Updated {updated} rows for asset check evaluation {event.dagster_event.event_specific_data.asset_check_key} "
+                    "as a result of duplicate AssetCheckPlanned events."
+                )
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION and event.dagster_event.asset_key:
+            row = self._event_to_row(event)
+            with self.run_connection(event.run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), row)
+            with self.index_connection() as conn:
+                event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+                self._store_asset_event_tags(conn, [event], [event_id])
+                values = {"last_materialization": _record_json(event_id, row["event"]), "last_run_id": event.run_id}
+                if self._has_asset_key_index_cols_on_connection(conn):
+                    values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
+                self._upsert_asset_row(conn, row["asset_key"], values)
+                self._remember_materialization(event, event_id)
+        else:
+            super().store_event(event)
 
     def _record_check_evaluation(self, conn: db.engine.Connection, event: EventLogEntry, event_id: int, serialized: str) -> int:
         """Stock's _update_asset_check_evaluation on `conn` with the event serialized already: the
@@ -318,14 +334,17 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
         values = self._get_asset_entry_values(event, event_id, self._has_asset_key_index_cols_on_connection(conn))
         if not values:
             return
-        key = event.dagster_event.asset_key.to_string()
+        self._upsert_asset_row(conn, event.dagster_event.asset_key.to_string(), values)
+        self._remember_materialization(event, event_id)
+
+    @staticmethod
+    def _upsert_asset_row(conn: db.engine.Connection, key: str, values: dict[str, Any]) -> None:
         update = AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == key)
         if conn.execute(update).rowcount == 0:
             try:
                 conn.execute(AssetKeyTable.insert().values(asset_key=key, **values))
             except db_exc.IntegrityError:  # another process inserted it since
                 conn.execute(update)
-        self._remember_materialization(event, event_id)
 
     def _dispose_engines(self) -> None:
         with self._db_lock:
