@@ -160,21 +160,30 @@ def _index_rows(instance) -> tuple[list, list, list]:
         check_rows.append((row["asset_key"], row["check_name"], row["partition"], row["execution_status"],
                            target and (target["dagster_event_type"], target["partition"])))
     copies = [(r["dagster_event_type"], r["asset_key"], r["partition"]) for r in events.values()]
-    for row in assets:  # the last materialization as Dagster's serdes writes it
-        assert row["last_materialization"] is None or serialize_value(deserialize_value(row["last_materialization"])) == row["last_materialization"]
+    for row in assets:  # the last materialization as Dagster's serdes writes it, naming its stored event
+        if row["last_materialization"] is not None:
+            record = deserialize_value(row["last_materialization"])
+            assert serialize_value(record) == row["last_materialization"]
+            assert events[record.storage_id]["event"] == serialize_value(record.event_log_entry)
     asset_rows = [(r["asset_key"], deserialize_value(r["last_materialization"]).event_log_entry.dagster_event.partition,
                    r["last_run_id"] is not None, r["last_materialization_timestamp"] is not None)
                   for r in assets if r["last_materialization"]]
     return sorted(check_rows, key=str), sorted(copies, key=str), sorted(asset_rows)
 
 
-def test_lean_event_writes_leave_the_rows_stock_writes(tmp_path, monkeypatch, levibot_env):
-    """lean_event_writes (the default) stores a check evaluation in one index transaction: the same
-    rows as with it off (stock's store_event), for passed, failed and never-run checks."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_lean_event_writes_leave_the_rows_stock_writes(backend, request, tmp_path, monkeypatch, levibot_env):
+    """lean_event_writes (the default) serializes a check evaluation or a materialization once (SQLite:
+    one transaction per database): the same rows as with it off, for passed, failed and never-run checks."""
     settings = levibot_env()
-    base = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]
+    instance_file = "dagster.yaml" if backend == "sqlite" else "docker/dagster.yaml"
+    base = yaml.safe_load((REPO / instance_file).read_text())["storage"]
     rows = {}
     for lean in (True, False):
+        if backend == "postgres":
+            server = request.getfixturevalue("postgres_server")
+            for name, value in server.dagster_env(server.create_database(f"lean_{lean}".lower())).items():
+                monkeypatch.setenv(name, value)
         storage = {"custom": {**base["custom"], "config": {**base["custom"]["config"], "lean_event_writes": lean}}}
         with _project_instance(tmp_path / f"home-{lean}", monkeypatch, storage) as instance:
             assert instance.event_log_storage.lean_event_writes is lean

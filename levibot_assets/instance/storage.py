@@ -9,14 +9,16 @@ pays for each event far more than the insert itself:
   database and the few newest run databases) with its connection open. The webserver learns of a
   run's new events by watching its `<run_id>.db` file, which a kept connection no longer rewrites
   (its writes go to the WAL): each write to a run database therefore touches that file's mtime.
-  The event log's connections run with `synchronous=NORMAL` (see SYNCHRONOUS). With
-  `lean_event_writes` a check evaluation (3-4 per partition and asset) is serialized once and its
-  index copy and check row are written in one transaction (stock: twice, in two), and the asset
-  table's columns are inspected once, not at every materialization; the rows are stock's.
+  The event log's connections run with `synchronous=NORMAL` (see SYNCHRONOUS). A check
+  evaluation's index copy and check row are written in one transaction (stock: two), and the asset
+  table's columns are inspected once, not at every materialization (`lean_event_writes`).
 - PostgreSQL (`dagster_postgres`) connects anew per event (`NullPool`, 8-10 ms a connect against
   0.1 ms an insert) and sends a NOTIFY per event that no reader of this release listens to.
   `LevibotPostgresStorage` keeps a small pool per storage (as dagster-postgres' own webserver
   setting does, recycled hourly) and sends no NOTIFY.
+- Both (`lean_event_writes`): a check evaluation or a materialization is serialized once (stock:
+  again for its check row or its asset's last-materialization record), with statements compiled
+  once; the rows are stock's.
 - Both: a range run plans each asset once for the whole range instead of once per partition
   (`one_planned_event_per_run`, Dagster's DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS as
   instance config, so every process of the instance agrees: CLI, daemon, webserver, run workers),
@@ -124,6 +126,7 @@ def _check_result_statement(partitioned: bool):
 
 
 _CHECK_RESULT, _CHECK_RESULT_UNPARTITIONED = _check_result_statement(True), _check_result_statement(False)
+_INSERT_RETURNING_ID = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id)
 
 
 def _record_json(storage_id: int, event_json: str) -> str:
@@ -132,11 +135,76 @@ def _record_json(storage_id: int, event_json: str) -> str:
     return f'{{"__class__": "EventLogRecord", "event_log_entry": {event_json}, "storage_id": {int(storage_id)}}}'
 
 
+def _check_updated(event: EventLogEntry, updated: int) -> None:
+    """Stock's invariant after storing a check evaluation: at most one planned row took it."""
+    if updated > 1:
+        raise DagsterInvariantViolationError(
+            f"Updated {updated} rows for asset check evaluation {event.dagster_event.event_specific_data.asset_check_key} "
+            "as a result of duplicate AssetCheckPlanned events."
+        )
+
+
 class RangeRunEvents:
     """Mixin for a SqlEventLogStorage: one planned event per asset and run, compact check plans."""
 
     one_planned_event_per_run = True
+    lean_event_writes = True
     _last_materialization: tuple[str, str, str | None, TargetMaterialization] | None = None
+    _last_serialized: tuple[EventLogEntry, str] | None = None  # the event store_event is writing, and its JSON
+
+    def _event_to_row(self, event: EventLogEntry) -> dict[str, Any]:
+        row = super()._event_to_row(event)
+        self._last_serialized = (event, row["event"])
+        return row
+
+    def _serialized(self, event: EventLogEntry) -> str | None:
+        """The JSON of `event` if store_event serialized it last (other threads' events: None)."""
+        last = self._last_serialized
+        return last[1] if self.lean_event_writes and last is not None and last[0] is event else None
+
+    def _get_asset_entry_values(self, event: EventLogEntry, event_id: int, has_asset_key_index_cols: bool) -> dict[str, Any]:
+        """Stock's values of the asset's row; for a materialization the last-materialization record is
+        built from the event's JSON just written (stock serializes the event a second time)."""
+        serialized = self._serialized(event)
+        if serialized is None or not event.dagster_event.is_step_materialization:
+            return super()._get_asset_entry_values(event, event_id, has_asset_key_index_cols)
+        values = {"last_materialization": _record_json(event_id, serialized), "last_run_id": event.run_id}
+        if has_asset_key_index_cols:
+            values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
+        return values
+
+    def _update_asset_check_evaluation(self, event: EventLogEntry, event_id: int | None) -> None:
+        """Stock's, with the event's JSON just written (stock serializes it again) and a prebuilt statement."""
+        serialized = self._serialized(event)
+        if serialized is None or event_id is None:
+            return super()._update_asset_check_evaluation(event, event_id)
+        with self.index_connection() as conn:
+            updated = self._record_check_evaluation(conn, event, event_id, serialized)
+        _check_updated(event, updated)
+
+    def _record_check_evaluation(self, conn: db.engine.Connection, event: EventLogEntry, event_id: int, serialized: str) -> int:
+        """Stock's _update_asset_check_evaluation on `conn` with the event serialized already: the
+        planned row of (asset, check, run, partition) takes the result, or a new row when none was planned."""
+        evaluation = event.dagster_event.event_specific_data
+        target = evaluation.target_materialization_data
+        status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+        row = dict(
+            asset_key=evaluation.asset_key.to_string(),
+            check_name=evaluation.check_name,
+            run_id=event.run_id,
+            partition=evaluation.partition,
+            execution_status=status.value,
+            evaluation_event=serialized,
+            evaluation_event_timestamp=self._event_insert_timestamp(event),
+            evaluation_event_storage_id=event_id,
+            materialization_event_storage_id=target.storage_id if target else None,
+        )
+        update = _CHECK_RESULT_UNPARTITIONED if evaluation.partition is None else _CHECK_RESULT
+        updated = conn.execute(update, {f"b_{k}": v for k, v in row.items()}).rowcount
+        if updated == 0:
+            updated = conn.execute(AssetCheckExecutionsTable.insert(), row).rowcount
+        return updated
+
 
     def _store_asset_event(self, conn, event: EventLogEntry, event_id: int) -> None:
         super()._store_asset_event(conn, event, event_id)
@@ -266,59 +334,24 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
 
     def store_event(self, event: EventLogEntry) -> None:
         """Stock's store_event, except for a run's check evaluations (3-4 per partition and asset) and
-        materializations: stock serializes each twice (the event, then its check row or its asset's
-        last-materialization record) and writes a check's index copy and check row in two transactions;
-        here the event is serialized once and each database written in one transaction. The rows are stock's."""
+        materializations: each database written in one transaction (stock: a check evaluation's index
+        copy and its check row in two) with a statement compiled once. The rows are stock's."""
         kind = event.dagster_event_type if self.lean_event_writes and event.is_dagster_event and event.run_id else None
-        if kind == DagsterEventType.ASSET_CHECK_EVALUATION and self.supports_asset_checks:  # else stock names the migration
-            row = self._event_to_row(event)
-            with self.run_connection(event.run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), row)
-            with self.index_connection() as conn:
-                event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+        checks = kind == DagsterEventType.ASSET_CHECK_EVALUATION and self.supports_asset_checks  # else stock names the migration
+        if not (checks or (kind == DagsterEventType.ASSET_MATERIALIZATION and event.dagster_event.asset_key)):
+            return super().store_event(event)
+        row = self._event_to_row(event)
+        with self.run_connection(event.run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), row)
+        with self.index_connection() as conn:
+            event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+            if checks:
                 updated = self._record_check_evaluation(conn, event, event_id, row["event"])
-            if updated > 1:  # as stock, after the commit
-                raise DagsterInvariantViolationError(
-                    f"Updated {updated} rows for asset check evaluation {event.dagster_event.event_specific_data.asset_check_key} "
-                    "as a result of duplicate AssetCheckPlanned events."
-                )
-        elif kind == DagsterEventType.ASSET_MATERIALIZATION and event.dagster_event.asset_key:
-            row = self._event_to_row(event)
-            with self.run_connection(event.run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), row)
-            with self.index_connection() as conn:
-                event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
+            else:
                 self._store_asset_event_tags(conn, [event], [event_id])
-                values = {"last_materialization": _record_json(event_id, row["event"]), "last_run_id": event.run_id}
-                if self._has_asset_key_index_cols_on_connection(conn):
-                    values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
-                self._upsert_asset_row(conn, row["asset_key"], values)
-                self._remember_materialization(event, event_id)
-        else:
-            super().store_event(event)
-
-    def _record_check_evaluation(self, conn: db.engine.Connection, event: EventLogEntry, event_id: int, serialized: str) -> int:
-        """Stock's _update_asset_check_evaluation on `conn` with the event serialized already: the
-        planned row of (asset, check, run, partition) takes the result, or a new row when none was planned."""
-        evaluation = event.dagster_event.event_specific_data
-        target = evaluation.target_materialization_data
-        status = AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
-        row = dict(
-            asset_key=evaluation.asset_key.to_string(),
-            check_name=evaluation.check_name,
-            run_id=event.run_id,
-            partition=evaluation.partition,
-            execution_status=status.value,
-            evaluation_event=serialized,
-            evaluation_event_timestamp=self._event_insert_timestamp(event),
-            evaluation_event_storage_id=event_id,
-            materialization_event_storage_id=target.storage_id if target else None,
-        )
-        update = _CHECK_RESULT_UNPARTITIONED if evaluation.partition is None else _CHECK_RESULT
-        updated = conn.execute(update, {f"b_{k}": v for k, v in row.items()}).rowcount
-        if updated == 0:
-            updated = conn.execute(AssetCheckExecutionsTable.insert(), row).rowcount
-        return updated
+                self._store_asset_event(conn, event, event_id)
+        if checks:
+            _check_updated(event, updated)
 
     def _has_asset_key_index_cols_on_connection(self, conn: db.engine.Connection) -> bool:
         """Stock inspects the asset table's columns at every materialization; columns that exist stay."""
@@ -334,17 +367,14 @@ class KeptSqliteEventLogStorage(RangeRunEvents, SqliteEventLogStorage):
         values = self._get_asset_entry_values(event, event_id, self._has_asset_key_index_cols_on_connection(conn))
         if not values:
             return
-        self._upsert_asset_row(conn, event.dagster_event.asset_key.to_string(), values)
-        self._remember_materialization(event, event_id)
-
-    @staticmethod
-    def _upsert_asset_row(conn: db.engine.Connection, key: str, values: dict[str, Any]) -> None:
+        key = event.dagster_event.asset_key.to_string()
         update = AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == key)
         if conn.execute(update).rowcount == 0:
             try:
                 conn.execute(AssetKeyTable.insert().values(asset_key=key, **values))
             except db_exc.IntegrityError:  # another process inserted it since
                 conn.execute(update)
+        self._remember_materialization(event, event_id)
 
     def _dispose_engines(self) -> None:
         with self._db_lock:
@@ -426,7 +456,7 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
             )
         else:
             self._run_storage = SqliteRunStorage.from_local(runs_dir)
-            self._event_log_storage = _StockSqliteEvents(events_dir, one_planned_event_per_run=one_planned_event_per_run)
+            self._event_log_storage = _StockSqliteEvents(events_dir, one_planned_event_per_run, lean_event_writes)
         self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
@@ -440,7 +470,7 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
             "synchronous": Field(Enum("SqliteSynchronous", [EnumValue(v) for v in SYNCHRONOUS]), is_required=False,
                                  default_value="NORMAL", description="SQLite synchronous of the event log (kept connections)"),
             "lean_event_writes": Field(BoolSource, is_required=False, default_value=True,
-                                       description="check evaluations in one index transaction (kept connections)"),
+                                       description="each check evaluation and materialization serialized once"),
         }
 
     @classmethod
@@ -452,8 +482,9 @@ class LevibotSqliteStorage(DagsterSqliteStorage, ConfigurableClass):
 class _StockSqliteEvents(RangeRunEvents, SqliteEventLogStorage):
     """Stock SQLite connections, range-run events (keep_connections: false)."""
 
-    def __init__(self, base_dir: str, one_planned_event_per_run: bool = True):
+    def __init__(self, base_dir: str, one_planned_event_per_run: bool = True, lean_event_writes: bool = True):
         self.one_planned_event_per_run = one_planned_event_per_run
+        self.lean_event_writes = lean_event_writes
         super().__init__(base_dir)
 
 
@@ -470,9 +501,12 @@ def _pg_classes():
             """Stock's store_event without its NOTIFY per event (a round trip of 4-5 per event), which
             dagster-postgres keeps only for webservers of older releases (it watches by polling now);
             every service of the deployment runs this same image."""
-            insert = self.prepare_insert_event(event).returning(SqlEventLogStorageTable.c.id)
+            if self.lean_event_writes:  # a statement compiled once, the row as its parameters
+                insert, row = _INSERT_RETURNING_ID, self._event_to_row(event)
+            else:
+                insert, row = self.prepare_insert_event(event).returning(SqlEventLogStorageTable.c.id), None
             with self._connect() as conn:
-                event_id = int(conn.execute(insert).scalar_one())
+                event_id = int(conn.execute(insert, row).scalar_one())
             if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS and event.dagster_event.asset_key:
                 with self.index_transaction() as conn:
                     self._store_asset_event_tags(conn, [event], [event_id])
@@ -491,6 +525,7 @@ def _pg_classes():
             token_provider=None,
             keep_connections: bool = True,
             one_planned_event_per_run: bool = True,
+            lean_event_writes: bool = True,
         ):
             self.postgres_url = postgres_url
             self.should_autocreate_tables = should_autocreate_tables
@@ -499,6 +534,7 @@ def _pg_classes():
             events_class = PooledPostgresEventLogStorage if HOOKS_PRESENT else PostgresEventLogStorage
             self._event_log_storage = events_class(postgres_url, should_autocreate_tables, token_provider=token_provider)
             self._event_log_storage.one_planned_event_per_run = one_planned_event_per_run
+            self._event_log_storage.lean_event_writes = lean_event_writes
             self._schedule_storage = PostgresScheduleStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
             if keep_connections:
                 for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
@@ -516,6 +552,7 @@ def _pg_classes():
                 **pg_config(),
                 "keep_connections": Field(BoolSource, is_required=False, default_value=True),
                 "one_planned_event_per_run": Field(BoolSource, is_required=False, default_value=True),
+                "lean_event_writes": Field(BoolSource, is_required=False, default_value=True),
             }
 
         @classmethod
@@ -527,6 +564,7 @@ def _pg_classes():
                 token_provider=get_token_provider_from_config(config_value),
                 keep_connections=config_value.get("keep_connections", True),
                 one_planned_event_per_run=config_value.get("one_planned_event_per_run", True),
+                lean_event_writes=config_value.get("lean_event_writes", True),
             )
 
     return LevibotPostgresStorage
