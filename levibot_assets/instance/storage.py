@@ -31,9 +31,9 @@ pays for each event far more than the insert itself:
   lookup of a partition's latest materialization is a query per partition and asset.
 
 Stock behaviour stays one line away: `keep_connections: false` / `one_planned_event_per_run: false` /
-`lean_event_writes: false`, or the stock `storage: sqlite:` / `storage: postgres:` blocks. The overridden hooks are private
-Dagster API, checked at import: where one is missing (another Dagster release) these classes
-behave exactly as the stock ones and say so once in the log.
+`lean_event_writes: false`, or the stock `storage: sqlite:` / `storage: postgres:` blocks. The
+overridden hooks are private Dagster API, checked at import: where one is missing (another Dagster
+release) these classes behave exactly as the stock ones and say so once in the log.
 """
 from __future__ import annotations
 
@@ -204,7 +204,6 @@ class RangeRunEvents:
         if updated == 0:
             updated = conn.execute(AssetCheckExecutionsTable.insert(), row).rowcount
         return updated
-
 
     def _store_asset_event(self, conn, event: EventLogEntry, event_id: int) -> None:
         super()._store_asset_event(conn, event, event_id)
