@@ -5,7 +5,9 @@ temporary data directory. The plain loop runs in this process (imports paid befo
 Dagster run is the real CLI as a user types it, one process with a fresh SQLite DAGSTER_HOME (the
 instance `make run` uses), wall time including its start-up; its peak RSS is the largest of its
 processes (the multiprocess executor runs each step in a child). The outputs are compared byte for
-byte. Prints a Markdown table; `--out FILE` also writes it.
+byte. Each run's CPU time (user + system, of this process for the loop, of the CLI and its step
+processes for a run) is given beside its wall time: other work on the machine moves wall times by
+tens of percent between two runs, CPU times much less. Prints a Markdown table; `--out FILE` also writes it.
 
 `--dagster-yaml FILE` (repeatable) runs the CLI once per instance file, each against the same plain
 loop; `--postgres` starts a throwaway PostgreSQL server as the tests do (levibot_assets_tests/
@@ -59,7 +61,13 @@ def plain_backfill(dates, symbols, data_dir: Path) -> None:
             write_table(layout, "features", date, symbol, frame)
 
 
-def cli_backfill(dates, symbols, data_dir: Path, home: Path, dagster_yaml: Path, instance_env: dict) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli_backfill(dates, symbols, data_dir: Path, home: Path, dagster_yaml: Path, instance_env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of one `dagster asset materialize` run (CPU: the CLI and the step processes it waited for)."""
     home.mkdir(parents=True)
     shutil.copy(dagster_yaml, home / "dagster.yaml")
     env = {**os.environ, **instance_env, "DAGSTER_HOME": str(home), "LEVIBOT_DATA_DIR": str(data_dir),
@@ -68,12 +76,12 @@ def cli_backfill(dates, symbols, data_dir: Path, home: Path, dagster_yaml: Path,
     # the dagster of the interpreter running this script (the README's .venv, or any other)
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "levibot_assets.definitions",
                "--select", "raw_ohlcv,features", "--partition-range", partition_range]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if done.returncode != 0:
         raise SystemExit(f"dagster asset materialize failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall
+    return wall, cpu
 
 
 def _storage(dagster_yaml: Path) -> str:
@@ -101,6 +109,7 @@ def main() -> None:
     import levibot_assets.definitions  # noqa: F401  (import cost is not part of the plain loop)
 
     runs = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         server = None
@@ -108,9 +117,9 @@ def main() -> None:
             from levibot_assets_tests.postgres import postgres_running
 
             server = stack.enter_context(postgres_running())
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         plain_backfill(dates, SYMBOLS, tmp / "plain")
-        plain = time.perf_counter() - t0
+        plain, plain_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         files = sorted(p.relative_to(tmp / "plain") for p in (tmp / "plain").rglob("*.parquet"))
         assert len(files) == 2 * len(dates) * len(SYMBOLS)
         for i, dagster_yaml in enumerate(yamls):
@@ -125,16 +134,18 @@ def main() -> None:
     table = "\n".join(
         [
             f"raw_ohlcv + features, {len(SYMBOLS)} symbols x {len(dates)} days = {n} partitions, synthetic source "
-            f"({os.cpu_count()} cores, Python {platform.python_version()})",
+            f"({os.cpu_count()} cores, Python {platform.python_version()}; load average {load_before:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after)",
             "",
-            "| run | wall s | ms / partition | ratio |",
-            "|---|---:|---:|---:|",
-            f"| plain Python loop (same core functions and checks) | {plain:.1f} | {1000 * plain / n:.1f} | 1.00 |",
+            "| run | wall s | ms / partition | ratio | CPU s | CPU ratio |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| plain Python loop (same core functions and checks) | {plain:.1f} | {1000 * plain / n:.1f} | 1.00 "
+            f"| {plain_cpu:.1f} | 1.00 |",
             *(
                 f"| `dagster asset materialize --partition-range` (one run, {_storage(dagster_yaml)}, "
                 f"{_shown(dagster_yaml)}, process start included) | "
-                f"{wall:.1f} | {1000 * wall / n:.1f} | {wall / plain:.2f} |"
-                for dagster_yaml, wall in runs
+                f"{wall:.1f} | {1000 * wall / n:.1f} | {wall / plain:.2f} | {cpu:.1f} | {cpu / plain_cpu:.2f} |"
+                for dagster_yaml, (wall, cpu) in runs
             ),
             "",
             f"Peak RSS of the Dagster runs (largest of their processes): {cli_rss:.0f} MiB. "

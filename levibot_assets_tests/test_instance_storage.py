@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-from dagster._serdes import deserialize_value
+from dagster._serdes import deserialize_value, serialize_value
 
 from levibot_assets.instance import storage as instance_storage
 from levibot_assets.definitions import build_resources
@@ -140,3 +140,75 @@ def test_stock_sqlite_storage_stays_one_line_away(tmp_path, monkeypatch, levibot
         assert result.success
         assert len(_planned(instance, result.run_id)) == 2 * len(DATES)  # stock: one per partition and asset
     shutil.rmtree(tmp_path / "home")
+
+
+def _index_rows(instance) -> tuple[list, list, list]:
+    """What a range run left in the index database, without ids, run ids and times: check rows (each
+    naming the event it stored and the materialization it targets by partition), event copies, asset rows."""
+    from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+
+    with instance.event_log_storage.index_connection() as conn:
+        events = {r["id"]: r for r in conn.execute(SqlEventLogStorageTable.select()).mappings().all()}
+        checks = conn.execute(AssetCheckExecutionsTable.select()).mappings().all()
+        assets = conn.execute(AssetKeyTable.select()).mappings().all()
+    check_rows = []
+    for row in checks:
+        stored = events.get(row["evaluation_event_storage_id"])
+        if row["execution_status"] != "PLANNED":
+            assert stored is not None and stored["event"] == row["evaluation_event"]  # the row holds the stored event
+        target = events.get(row["materialization_event_storage_id"])
+        check_rows.append((row["asset_key"], row["check_name"], row["partition"], row["execution_status"],
+                           target and (target["dagster_event_type"], target["partition"])))
+    copies = [(r["dagster_event_type"], r["asset_key"], r["partition"]) for r in events.values()]
+    for row in assets:  # the last materialization as Dagster's serdes writes it, naming its stored event
+        if row["last_materialization"] is not None:
+            record = deserialize_value(row["last_materialization"])
+            assert serialize_value(record) == row["last_materialization"]
+            assert events[record.storage_id]["event"] == serialize_value(record.event_log_entry)
+    asset_rows = [(r["asset_key"], deserialize_value(r["last_materialization"]).event_log_entry.dagster_event.partition,
+                   r["last_run_id"] is not None, r["last_materialization_timestamp"] is not None)
+                  for r in assets if r["last_materialization"]]
+    return sorted(check_rows, key=str), sorted(copies, key=str), sorted(asset_rows)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_lean_event_writes_leave_the_rows_stock_writes(backend, request, tmp_path, monkeypatch, levibot_env):
+    """lean_event_writes (the default) serializes a check evaluation or a materialization once (SQLite:
+    one transaction per database): the same rows as with it off, for passed, failed and never-run checks."""
+    settings = levibot_env()
+    instance_file = "dagster.yaml" if backend == "sqlite" else "docker/dagster.yaml"
+    base = yaml.safe_load((REPO / instance_file).read_text())["storage"]
+    rows = {}
+    for lean in (True, False):
+        if backend == "postgres":
+            server = request.getfixturevalue("postgres_server")
+            for name, value in server.dagster_env(server.create_database(f"lean_{lean}".lower())).items():
+                monkeypatch.setenv(name, value)
+        storage = {"custom": {**base["custom"], "config": {**base["custom"]["config"], "lean_event_writes": lean}}}
+        with _project_instance(tmp_path / f"home-{lean}", monkeypatch, storage) as instance:
+            assert instance.event_log_storage.lean_event_writes is lean
+            result = dg.materialize(ASSETS, instance=instance, tags=_range(DATES[0], DATES[-1], "BTCUSDT", "BTCUSDT"),
+                                    raise_on_error=False,
+                                    resources={**build_resources(settings), "market_data": NegativePricesOnOneDay()})
+            assert not result.success  # BAD_DAY fails its blocking check; the others are stored
+            rows[lean] = _index_rows(instance)
+    assert rows[True] == rows[False]
+    statuses = {status for _, _, _, status, _ in rows[True][0]}
+    assert {"SUCCEEDED", "FAILED", "PLANNED"} <= statuses
+
+
+def test_the_storage_names_the_materialization_a_run_just_stored(project_instance, levibot_env):
+    """What the check evaluations after a partition's materialization target (assets/partition_runs.py):
+    the record Dagster's lookup returns, and nothing for another run, asset or partition."""
+    settings = levibot_env()
+    result = dg.materialize([ASSETS[0]], resources=build_resources(settings), instance=project_instance,
+                            tags=_range(DATES[0], DATES[1], "BTCUSDT", "BTCUSDT"))
+    assert result.success
+    events, asset, key = project_instance.event_log_storage, dg.AssetKey("raw_ohlcv"), f"{DATES[1]}|BTCUSDT"
+    (record,) = project_instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1).records
+    target = events.materialization_just_stored(result.run_id, asset, key)
+    assert (target.storage_id, target.run_id, target.timestamp) == (record.storage_id, record.run_id, record.timestamp)
+    assert events.materialization_just_stored(result.run_id, asset, f"{DATES[0]}|BTCUSDT") is None  # not the last
+    assert events.materialization_just_stored("another-run", asset, key) is None
+    assert events.materialization_just_stored(result.run_id, dg.AssetKey("features"), key) is None

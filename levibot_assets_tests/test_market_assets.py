@@ -45,13 +45,30 @@ def test_features_use_previous_day_as_warm_up(levibot_env):
     settings = levibot_env()
     layout = DataLayout(settings.data_dir)
     with dg.instance_for_test() as instance:
+        previews = {}
         for day in ("2025-10-12", "2025-10-13"):
             result = _materialize(settings, partition_key(day, "SOLUSDT"), instance)
             assert result.success
+            previews[day] = _metadata(result, "features")["preview"]
         meta = _metadata(result, "features")
     assert meta["warmup_day_present"] is True
     f = pd.read_parquet(layout.table("features", "2025-10-13", "SOLUSDT"))
     assert f.loc[0, ["sma_50_ratio", "volatility_30", "ema_26_ratio"]].notna().all()
+    for day, preview in previews.items():  # the cold day's first rows hold NaN
+        _assert_preview_renders_as_to_markdown(preview, pd.read_parquet(layout.table("features", day, "SOLUSDT")).head(5))
+    assert "| nan |" in previews["2025-10-12"]
+
+
+def _cells(markdown: str) -> list[list[str]]:
+    """A Markdown table as rendered: cells without their padding, the rule row as alignments."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()]
+    rows[1] = ["right" if c.endswith(":") else "left" for c in rows[1]]
+    return rows
+
+
+def _assert_preview_renders_as_to_markdown(preview: str, head: pd.DataFrame) -> None:
+    """The preview shows what DataFrame.to_markdown shows: the same cells, aligned alike (NaN, floats, bools)."""
+    assert _cells(preview) == _cells(head.to_markdown(index=False))
 
 
 def test_features_without_raw_partition_fails_clearly(levibot_env):
