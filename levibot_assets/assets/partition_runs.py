@@ -118,7 +118,11 @@ def rounded_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 def _latest(context: dg.AssetExecutionContext, key: str) -> TargetMaterialization | None:
     """The partition's latest recorded materialization, the target of its check evaluations (as
-    Dagster looks it up for an AssetCheckResult)."""
+    Dagster looks it up for an AssetCheckResult). The materialization this run just stored, the usual
+    case, comes from the instance storage where it can say (instance/storage.py): a query less per partition."""
+    just_stored = getattr(context.instance.event_log_storage, "materialization_just_stored", None)
+    if just_stored is not None and (target := just_stored(context.run_id, context.asset_key, key)) is not None:
+        return target
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[key]), limit=1
     ).records
