@@ -23,7 +23,12 @@ def test_names(raw, name):
 
 def test_defaults_and_choices():
     assert executors.build_executor("in_process") is dg.in_process_executor
-    assert executors.build_executor("multiprocess") is dg.multiprocess_executor
+    multiprocess = executors.build_executor("multiprocess")
+    assert multiprocess.name == "multiprocess" and multiprocess.executor_creation_fn is dg.multiprocess_executor.executor_creation_fn
+    config = multiprocess.apply_config_mapping({}).value["config"]  # stock's, but steps fork from a preloaded server
+    assert config["start_method"] == {"forkserver": {"preload_modules": executors.STEP_PRELOAD}}
+    assert executors.CODE_LOCATION_MODULE in executors.STEP_PRELOAD
+    assert not [m for m in executors.STEP_PRELOAD if m.split(".")[0] in ("lightgbm", "torch", "pytorch_forecasting")]
     pytest.importorskip("dagster_celery")
     assert executors.build_executor("celery").name == "celery"
 

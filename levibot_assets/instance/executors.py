@@ -4,8 +4,12 @@
   steps in parallel (up to the CPU count). It needs nothing beyond the run worker, and a step that
   dies (the OOM killer during TFT training, a segfault in a native library) takes only its own
   process down: the run worker sees the failure and records it, and LightGBM/torch memory is given
-  back to the host after every step. `in_process` saves the ~1-2 s of process start per step (see
-  BENCHMARKS.md) but one crashing step kills the whole run, so it is for tests and debugging.
+  back to the host after every step. The steps fork from a server process (Dagster's `forkserver`
+  start method) that has imported the code location and the data stack (STEP_PRELOAD) once per run:
+  stock starts a fresh interpreter per step, about 1 s more each (BENCHMARKS.md section 1). LightGBM
+  and torch are not preloaded: an OpenMP runtime that has started its threads does not survive a
+  fork. `in_process` saves the rest of a step's start but one crashing step kills the whole run, so
+  it is for tests and debugging.
 - `celery`: steps become tasks on a Celery queue (`dagster`) that workers on any number of hosts
   consume (`celery -A levibot_assets.instance.executors:celery_app worker -Q dagster`); needs the `celery`
   extra, a broker (LEVIBOT_CELERY_BROKER, default redis://127.0.0.1:6379/0; results go to
@@ -45,6 +49,10 @@ CELERY_QUEUE = "dagster"
 CODE_LOCATION_MODULE = "levibot_assets.definitions"
 PING_INTERVAL_S = 2.0
 MAX_REQUEUES = 1
+STEP_PRELOAD = [CODE_LOCATION_MODULE, "pandas", "pyarrow.parquet", "levibot_assets.assets.market"]
+multiprocess_executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}}, name="multiprocess"
+)
 
 
 class ExecutorSettingError(SettingsError):
@@ -65,7 +73,7 @@ def build_executor(name: str) -> dg.ExecutorDefinition:
     if name == "in_process":
         return dg.in_process_executor
     if name == "multiprocess":
-        return dg.multiprocess_executor
+        return multiprocess_executor
     if name == "celery":
         _require("dagster_celery", "celery")
         return levibot_celery_executor
