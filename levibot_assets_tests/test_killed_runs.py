@@ -275,6 +275,15 @@ for module in (  # imported by every `asset materialize` run after the definitio
 ):
     with contextlib.suppress(ImportError):
         importlib.import_module(module)
+import time
+from levibot_assets.core.sources import synthetic
+_synthetic_day = synthetic.synthetic_day
+def _as_slow_as_an_exchange(symbol, date):
+    # a real exchange answers in seconds; the synthetic source in milliseconds, and a raw step that
+    # short held the exchange slot too briefly for the test to see the claim and kill it holding it
+    time.sleep(0.5)
+    return _synthetic_day(symbol, date)
+synthetic.synthetic_day = _as_slow_as_an_exchange
 with dg.DagsterInstance.get() as instance:  # storage modules and migrations; closed before any fork
     instance.get_runs(limit=1)
     instance.event_log_storage.get_concurrency_info("exchange")
