@@ -196,8 +196,9 @@ def _materialize_partitions(
             f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')} "
             "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
         )
-    upstream_failed = _upstream_failures(context)
-    carry = len(partitions) > 1 and _later_step_in_run(context)  # a later step goes on with the good days
+    upstream, later_step = _neighbour_steps(context)
+    upstream_failed = _upstream_failures(context, upstream)
+    carry = len(partitions) > 1 and later_step  # a later step goes on with the good days
     failed: dict[str, str] = {}
     causes: dict[str, str] = {}  # partitions not stored -> their first cause, named for the later steps
     stopped, untried = "", []
@@ -274,29 +275,19 @@ def _plan_failed(context: dg.AssetExecutionContext, keys: list[str]) -> None:
         context.instance.report_dagster_event(event, run_id=context.run_id, log_level=logging.DEBUG)
 
 
-def _run_plan(context: dg.AssetExecutionContext):
-    """The run's whole execution plan: under the multiprocess, Celery or Kubernetes executor a step's
-    own plan holds only that step."""
-    return context.instance.get_execution_plan_snapshot(context.run.execution_plan_snapshot_id)
+def _neighbour_steps(context: dg.AssetExecutionContext) -> tuple[set[str], bool]:
+    """(the upstream steps this run executes, whether a step of this run depends on this one), from
+    the run's whole plan: under the multiprocess, Celery or Kubernetes executor a step's own plan
+    holds only that step. Dagster skips every later step of a step that fails."""
+    plan = context.instance.get_execution_plan_snapshot(context.run.execution_plan_snapshot_id)
+    me, executed = context.get_step_execution_context().step.key, set(plan.step_keys_to_execute)
+    upstream_of = {s.key: {h.step_key for i in s.inputs for h in i.upstream_output_handles} for s in plan.steps}
+    later = any(me in upstream_of[key] for key in executed if key in upstream_of)
+    return upstream_of.get(me, set()) & executed, later
 
 
-def _later_step_in_run(context: dg.AssetExecutionContext) -> bool:
-    """Whether a step of this run depends on this one (Dagster would skip it if this step failed)."""
-    plan, me = _run_plan(context), context.get_step_execution_context().step.key
-    executed = set(plan.step_keys_to_execute)
-    return any(
-        handle.step_key == me
-        for step in plan.steps if step.key in executed
-        for step_input in step.inputs for handle in step_input.upstream_output_handles
-    )
-
-
-def _upstream_failures(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """{partition: first cause} of the partitions that an upstream step of this run did not store."""
-    plan, me = _run_plan(context), context.get_step_execution_context().step.key
-    executed = set(plan.step_keys_to_execute)
-    (step,) = [s for s in plan.steps if s.key == me]
-    upstream = {h.step_key for i in step.inputs for h in i.upstream_output_handles} & executed
+def _upstream_failures(context: dg.AssetExecutionContext, upstream: set[str]) -> dict[str, str]:
+    """{partition: first cause} of the partitions that the `upstream` steps of this run did not store."""
     if not upstream:
         return {}
     failures: dict[str, str] = {}
