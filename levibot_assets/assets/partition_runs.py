@@ -196,12 +196,12 @@ def _materialize_partitions(
             f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')} "
             "ends before it starts (give the earlier date, and symbol in LEVIBOT_SYMBOLS order, first)"
         )
-    upstream, later_step = _neighbour_steps(context)
+    # a range's later steps go on with its good days; a one-partition run just fails where it fails
+    upstream, carry = _neighbour_steps(context) if len(partitions) > 1 else (set(), False)
     upstream_failed = _upstream_failures(context, upstream)
-    carry = len(partitions) > 1 and later_step  # a later step goes on with the good days
     failed: dict[str, str] = {}
     causes: dict[str, str] = {}  # partitions not stored -> their first cause, named for the later steps
-    stopped, untried = "", []
+    stopped = ""
 
     def not_stored(key: str, cause: str, first_cause: str = "") -> None:
         failed[key] = NOT_STORED + cause
