@@ -39,15 +39,7 @@ def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def psi(expected: Sequence[float], actual: Sequence[float], bins: int = BINS) -> float:
     """PSI of `actual` against `expected`; non-finite values are ignored, NaN if either side is empty."""
-    e = np.asarray(expected, dtype="float64")
-    a = np.asarray(actual, dtype="float64")
-    e, a = e[np.isfinite(e)], a[np.isfinite(a)]
-    if e.size == 0 or a.size == 0:
-        return float("nan")
-    edges = bin_edges(e, bins)
-    pe = np.clip(bin_shares(e, edges), EPSILON, None)
-    pa = np.clip(bin_shares(a, edges), EPSILON, None)
-    return float(np.sum((pa - pe) * np.log(pa / pe)))
+    return _sorted_psi(np.sort(_finite(expected)), _finite(actual), bins)
 
 
 @dataclass(frozen=True)
