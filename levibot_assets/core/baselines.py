@@ -30,7 +30,7 @@ import pandas as pd
 from levibot_assets.core.atomic import atomic_write_text
 from levibot_assets.core.features import FEATURE_COLUMNS, LABEL_COLUMN
 from levibot_assets.core.metrics import roc_auc
-from levibot_assets.core.model_api import MODEL_FAMILIES, TrainedModel
+from levibot_assets.core.model_api import MODEL_FAMILIES, TrainedModel, read_model_json
 from levibot_assets.core.splits import SplitError, walk_forward_splits
 
 LOGISTIC_FILE = MODEL_FAMILIES["logistic"].main_file
@@ -94,10 +94,7 @@ class LogisticClassifier:
 
     @classmethod
     def load(cls, directory: Path) -> "LogisticClassifier":
-        path = Path(directory) / LOGISTIC_FILE
-        data = json.loads(path.read_text())
-        if data.get("format") != LOGISTIC_FORMAT or data.get("model_type") != cls.model_type:
-            raise ValueError(f"{path}: not a logistic model of format {LOGISTIC_FORMAT}")
+        data = read_model_json(Path(directory) / LOGISTIC_FILE, LOGISTIC_FORMAT, cls.model_type, "a logistic model")
         return cls(data["features"], data["mean"], data["scale"], data["coef"], data["intercept"], data["C"],
                    data.get("facts"))
 

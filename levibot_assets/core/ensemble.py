@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from levibot_assets.core.atomic import atomic_write_text
-from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel, model_class
+from levibot_assets.core.model_api import MODEL_FAMILIES, Classifier, TrainedModel, model_class, read_model_json
 
 ENSEMBLE_FILE = MODEL_FAMILIES["ensemble"].main_file
 ENSEMBLE_FORMAT = 1
@@ -56,10 +56,7 @@ class EnsembleClassifier:
 
     @classmethod
     def load(cls, directory: Path) -> "EnsembleClassifier":
-        path = Path(directory) / ENSEMBLE_FILE
-        info = json.loads(path.read_text())
-        if info.get("format") != ENSEMBLE_FORMAT or info.get("model_type") != cls.model_type:
-            raise ValueError(f"{path}: not an ensemble of format {ENSEMBLE_FORMAT}")
+        info = read_model_json(Path(directory) / ENSEMBLE_FILE, ENSEMBLE_FORMAT, cls.model_type, "an ensemble")
         return cls({name: model_class(name).load(directory) for name in info["members"]})
 
 

@@ -9,6 +9,7 @@ returns the files it wrote; `load` restores from such a directory.
 from __future__ import annotations
 
 import importlib
+import json
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -165,6 +166,15 @@ def model_class(model_type: str) -> type:
     except KeyError:
         raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(MODEL_FAMILIES)}") from None
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def read_model_json(path: Path, fmt: int, model_type: str, what: str) -> dict[str, Any]:
+    """The JSON a model saved at `path`, refused naming the file unless it is `what` of format `fmt`
+    and of `model_type`."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != fmt or data.get("model_type") != model_type:
+        raise ValueError(f"{path}: not {what} of format {fmt}")
+    return data
 
 
 def load_from_bytes(model_type: str, contents: Mapping[str, bytes]) -> Classifier:
