@@ -49,7 +49,7 @@ CELERY_QUEUE = "dagster"
 CODE_LOCATION_MODULE = "levibot_assets.definitions"
 PING_INTERVAL_S = 2.0
 MAX_REQUEUES = 1
-STEP_PRELOAD = [CODE_LOCATION_MODULE, "pandas", "pyarrow.parquet", "levibot_assets.assets.market"]
+STEP_PRELOAD = [CODE_LOCATION_MODULE, "pyarrow.parquet"]  # the code location imports pandas and the assets
 multiprocess_executor = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}}, name="multiprocess"
 )
